@@ -1,0 +1,69 @@
+"""Errors convscope raises on purpose.
+
+`UserInputError` and its subclasses mean "the input was wrong": the CLI turns them into one
+sentence on stderr and exit code 2. Anything else is an internal error (exit code 1).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "ConvscopeError",
+    "UnknownNameError",
+    "UserInputError",
+    "WeightsUnavailableError",
+    "closest",
+]
+
+
+class ConvscopeError(Exception):
+    """Base class of every error convscope raises on purpose."""
+
+
+class UserInputError(ConvscopeError, ValueError):
+    """The caller gave something unusable: a bad file, name, shape or argument value."""
+
+
+class UnknownNameError(UserInputError, LookupError):
+    """A model, layer, class or sample name that does not exist. The message names close ones."""
+
+    def __init__(self, kind: str, name: str, choices: Iterable[str], *, hint: str = "") -> None:
+        choices = list(choices)
+        near = closest(name, choices)
+        if near:
+            tail = "did you mean " + ", ".join(repr(c) for c in near) + "?"
+        elif len(choices) <= 12:
+            tail = "valid names are " + ", ".join(repr(c) for c in choices) + "."
+        else:
+            tail = f"there are {len(choices)} valid names, e.g. " + ", ".join(
+                repr(c) for c in choices[:8]
+            )
+            tail += "."
+        msg = f"Unknown {kind} {name!r}; {tail}"
+        if hint:
+            msg += " " + hint
+        super().__init__(msg)
+        self.kind = kind
+        self.name = name
+        self.near = near
+
+
+class WeightsUnavailableError(UserInputError):
+    """The weights for a model cannot be had here (offline, package missing, bad file)."""
+
+
+def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
+    """The names in `choices` closest to `name`: case-insensitive prefix/substring hits first."""
+    pool = list(dict.fromkeys(choices))
+    low = name.lower()
+    hits = [c for c in pool if c.lower() == low]
+    hits += [c for c in pool if c not in hits and low and low in c.lower()][:n]
+    lower = {c.lower(): c for c in pool}
+    hits += [
+        lower[m]
+        for m in difflib.get_close_matches(low, list(lower), n=n, cutoff=0.6)
+        if lower[m] not in hits
+    ]
+    return hits[:n]
