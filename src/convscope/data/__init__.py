@@ -1,0 +1,75 @@
+"""Images, sample pictures and small datasets: loading, saving and atomic file writes."""
+
+from __future__ import annotations
+
+from convscope.data.datasets import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_DIR,
+    ArrayDataset,
+    FashionMNIST,
+    ImageDataset,
+    ImageFolder,
+    Item,
+    Skipped,
+    dataset_names,
+    digits,
+    good_items,
+    iter_items,
+    load_dataset,
+    mnist5k,
+    read_idx,
+)
+from convscope.data.files import atomic_path, atomic_write_bytes, atomic_write_text
+from convscope.data.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    from_pil,
+    load_image,
+    save_image,
+    save_png,
+    to_pil,
+)
+from convscope.data.samples import (
+    SAMPLES,
+    SampleInfo,
+    is_sample,
+    load_image_or_sample,
+    load_sample,
+    sample_info,
+    sample_names,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DIR",
+    "IMAGE_SUFFIXES",
+    "SAMPLES",
+    "ArrayDataset",
+    "FashionMNIST",
+    "ImageDataset",
+    "ImageFolder",
+    "Item",
+    "SampleInfo",
+    "Skipped",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "dataset_names",
+    "digits",
+    "from_pil",
+    "good_items",
+    "is_sample",
+    "iter_items",
+    "load_dataset",
+    "load_image",
+    "load_image_or_sample",
+    "load_sample",
+    "mnist5k",
+    "read_idx",
+    "sample_info",
+    "sample_names",
+    "save_image",
+    "save_png",
+    "to_pil",
+]
