@@ -45,7 +45,8 @@ def check_image_batch(x: Tensor, what: str = "images") -> Tensor:
 class Preprocess:
     """Image (RGB floats in [0, 1]) → model input, and back.
 
-    Two parts: the geometry (resize the short side, then center-crop; either may be None) and a
+    Two parts: the geometry (resize the short side, then center-crop; either may be None;
+    optionally round to 8-bit levels where the model was defined on uint8 input) and a
     per-pixel affine map `(x * scale - mean) / std`, which is differentiable and invertible so
     that pixel-space optimization can run through it.
     """
@@ -56,6 +57,7 @@ class Preprocess:
     scale: float = 1.0
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    quantize: bool = False  # round resized pixels to 8-bit levels (models defined on uint8)
 
     def __post_init__(self) -> None:
         if self.resize is not None and self.resize < 1:
@@ -85,11 +87,17 @@ class Preprocess:
     def geometry(self, image: Tensor) -> Tensor:
         """Resize the short side and center-crop one (3, H, W) or (B, 3, H, W) image."""
         if self.resize is not None:
+            h, w = image.shape[-2:]
+            s = self.resize / min(h, w)
+            # Round the long side (as PIL-based pipelines do) rather than floor it.
+            size = [max(1, round(h * s)), max(1, round(w * s))]
             image = TF.resize(
-                image, [self.resize], interpolation=_INTERP[self.interpolation], antialias=True
+                image, size, interpolation=_INTERP[self.interpolation], antialias=True
             )
             if self.interpolation == "bicubic":
                 image = image.clamp(0.0, 1.0)  # bicubic overshoots
+        if self.quantize:
+            image = (image * 255).round() / 255
         if self.crop is not None:
             image = TF.center_crop(image, [self.crop, self.crop])
         return image
@@ -159,10 +167,10 @@ class ConvModel:
         if name in names:
             return name
         raise UnknownNameError(
-            f"layer of {self.name}",
+            "layer",
             name,
             [*self.aliases, *names],
-            hint="`convscope layers MODEL` lists them.",
+            hint=f"`convscope layers {self.name}` lists them.",
         )
 
     def alias_of(self, dotted: str) -> str | None:
@@ -208,11 +216,12 @@ class ConvModel:
 
     @torch.inference_mode()
     def classify(self, images: Tensor | Sequence[Tensor], top: int = 5) -> list[list[Prediction]]:
-        """Top-`top` predictions for each image."""
+        """Top-`top` predictions for each image (all classes when `top` exceeds their count)."""
         if self.classes is None:
             raise UserInputError(f"model {self.name!r} is not a classifier (it has no classes).")
-        if not 1 <= top <= len(self.classes):
-            raise UserInputError(f"top must be between 1 and {len(self.classes)}, got {top}.")
+        if top < 1:
+            raise UserInputError(f"top must be at least 1, got {top}.")
+        top = min(top, len(self.classes))
         logits = self(self.prepare(images))  # (B, K)
         if logits.dim() != 2 or logits.shape[1] != len(self.classes):
             raise UserInputError(
@@ -222,7 +231,10 @@ class ConvModel:
         probs = logits.float().softmax(dim=1)
         values, indices = probs.topk(top, dim=1)
         return [
-            [Prediction(int(i), self.classes[int(i)], float(v)) for v, i in zip(vs, ix, strict=True)]
+            [
+                Prediction(int(i), self.classes[int(i)], float(v))
+                for v, i in zip(vs, ix, strict=True)
+            ]
             for vs, ix in zip(values, indices, strict=True)
         ]
 

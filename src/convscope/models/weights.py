@@ -1,0 +1,166 @@
+"""Reading and writing state-dict files safely.
+
+Nothing here ever unpickles arbitrary objects: torch files are read with `weights_only=True`, and
+safetensors files cannot hold code at all. Every failure is a `WeightsUnavailableError` with one
+sentence, so the CLI can print it as is.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from convscope.errors import WeightsUnavailableError
+
+__all__ = [
+    "is_safetensors_file",
+    "load_state_dict_file",
+    "load_state_dict_strict",
+    "save_safetensors_atomic",
+]
+
+# Wrappers that training scripts commonly put around a state dict.
+_WRAPPER_KEYS = ("state_dict", "model_state_dict")
+
+
+def is_safetensors_file(path: str | os.PathLike[str]) -> bool:
+    """True when `path` ends in `.safetensors` or starts like a safetensors file (an 8-byte
+    little-endian header length, then a JSON object)."""
+    p = Path(path)
+    if p.suffix.lower() == ".safetensors":
+        return True
+    try:
+        with p.open("rb") as f:
+            head = f.read(9)
+        size = p.stat().st_size
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 0 < n <= size - 8
+
+
+def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """A state dict from a local file: safetensors, or a torch file read with
+    `weights_only=True` (a file that needs unpickling of anything else is refused).
+
+    A `{"state_dict": {...}}` wrapper is unwrapped. Missing, unreadable or corrupt files, and
+    files that do not hold a mapping of names to tensors, raise `WeightsUnavailableError`.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise WeightsUnavailableError(f"Weights file {str(p)!r} does not exist.")
+    if not p.is_file():
+        raise WeightsUnavailableError(f"Weights path {str(p)!r} is not a file.")
+    obj: object
+    if is_safetensors_file(p):
+        from safetensors.torch import load_file
+
+        try:
+            obj = load_file(str(p), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            raise WeightsUnavailableError(
+                f"Weights file {str(p)!r} is not a readable safetensors file ({_why(exc)})."
+            ) from exc
+    else:
+        try:
+            obj = torch.load(p, weights_only=True, map_location="cpu")
+        except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...
+            raise WeightsUnavailableError(
+                f"Weights file {str(p)!r} could not be read as a state dict with "
+                f"weights_only=True (a safetensors or torch.save file of tensors is needed; "
+                f"{_why(exc)})."
+            ) from exc
+    if isinstance(obj, Mapping):
+        for key in _WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping):
+        raise WeightsUnavailableError(
+            f"Weights file {str(p)!r} holds a {type(obj).__name__}, not a state dict."
+        )
+    state: dict[str, Tensor] = {}
+    for key, value in obj.items():
+        if not isinstance(key, str) or not isinstance(value, Tensor):
+            raise WeightsUnavailableError(
+                f"Weights file {str(p)!r} is not a state dict of tensors "
+                f"(entry {key!r} is a {type(value).__name__})."
+            )
+        state[key] = value
+    if not state:
+        raise WeightsUnavailableError(f"Weights file {str(p)!r} holds no tensors.")
+    return state
+
+
+def load_state_dict_strict(module: nn.Module, state: Mapping[str, Tensor], what: str) -> None:
+    """`module.load_state_dict(state, strict=True)`, with a one-sentence
+    `WeightsUnavailableError` naming the first mismatches when the keys or shapes differ.
+    `what` describes the weights, e.g. "weights file 'x.pt'"."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s) such as {_few(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s) such as {_few(unexpected)}")
+    if wrong:
+        problems.append(f"{len(wrong)} shape mismatch(es) such as {_few(wrong)}")
+    if problems:
+        raise WeightsUnavailableError(
+            f"The {what} does not fit this model: " + "; ".join(problems) + "."
+        )
+    try:
+        module.load_state_dict(dict(state), strict=True)
+    except RuntimeError as exc:
+        raise WeightsUnavailableError(f"The {what} does not fit this model ({_why(exc)}).") from exc
+
+
+def save_safetensors_atomic(
+    tensors: Mapping[str, Tensor],
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write a safetensors file atomically: to a temporary file in the same directory, then
+    `os.replace`, so a reader never sees half a file. Creates the directory."""
+    from safetensors.torch import save_file
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        save_file(contiguous, tmp, metadata=dict(metadata) if metadata else None)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _few(items: list[str], n: int = 3) -> str:
+    shown = ", ".join(repr(s) for s in items[:n])
+    return shown + (", ..." if len(items) > n else "")
+
+
+def _why(exc: BaseException) -> str:
+    """The first line of an exception's message, shortened, without a trailing period."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else type(exc).__name__
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return f"{type(exc).__name__}: {text.rstrip('.')}"
