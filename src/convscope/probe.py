@@ -1,0 +1,297 @@
+"""The layer probe: the one place in convscope that registers hooks.
+
+    with Probe(model, ["relu4_3", "features.28"]) as probe:
+        model(x)
+    probe.activations["relu4_3"]        # (B, C, H, W)
+
+Layers are named by torch's dotted module names or by the model's aliases. Every hook is
+removed when the `with` block ends, however it ends (an exception, a KeyboardInterrupt), and
+no module attribute is left changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from convscope.errors import UnknownNameError, UserInputError
+from convscope.models.base import ConvModel
+from convscope.receptive import ReceptiveField, RFTracker
+
+__all__ = [
+    "LayerInfo",
+    "Probe",
+    "ReceptiveField",
+    "capture",
+    "layers",
+    "receptive_fields",
+    "resolve_layer",
+]
+
+
+class _StopForward(Exception):
+    """Raised inside the forward once every requested layer was seen (`stop_early=True`)."""
+
+
+def _first_tensor(output: Any) -> Tensor | None:
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            t = _first_tensor(item)
+            if t is not None:
+                return t
+    if isinstance(output, Mapping):
+        for item in output.values():
+            t = _first_tensor(item)
+            if t is not None:
+                return t
+    return None
+
+
+def _split(model: ConvModel | nn.Module) -> tuple[nn.Module, Mapping[str, str]]:
+    if isinstance(model, ConvModel):
+        return model.module, model.aliases
+    if isinstance(model, nn.Module):
+        return model, {}
+    raise UserInputError(f"expected a ConvModel or nn.Module, got {type(model).__name__}.")
+
+
+def resolve_layer(model: ConvModel | nn.Module, name: str) -> str:
+    """An alias or dotted name → the dotted name; unknown names raise with the closest ones."""
+    if isinstance(model, ConvModel):
+        return model.resolve(name)
+    module, _ = _split(model)
+    names = [n for n, _ in module.named_modules() if n]
+    if name in names:
+        return name
+    raise UnknownNameError("layer", name, names, hint="`convscope layers MODEL` lists them.")
+
+
+class Probe:
+    """Collect activations (and, with `grads=True`, their gradients) of named layers.
+
+    Args:
+        model: a `ConvModel` (aliases allowed) or any `nn.Module`.
+        layers: dotted names or aliases. Results are keyed by the names as given.
+        grads: also collect d(loss)/d(activation) when `backward()` runs inside the block.
+        detach: store activations detached from the graph (set False to optimize through them).
+        clone: protect captured values from later in-place ops in the model
+            (`out += identity`, `ReLU(inplace=True)`): the model continues on a copy.
+        stop_early: abort the forward once every layer was captured; use `Probe.run`.
+
+    A module called several times in one forward keeps its last output.
+    """
+
+    def __init__(
+        self,
+        model: ConvModel | nn.Module,
+        layers: Iterable[str] | str,
+        *,
+        grads: bool = False,
+        detach: bool = True,
+        clone: bool = True,
+        stop_early: bool = False,
+    ) -> None:
+        self.module, _ = _split(model)
+        self.model = model
+        names = [layers] if isinstance(layers, str) else list(layers)
+        if not names:
+            raise UserInputError("no layers were given to probe.")
+        # Resolve everything before registering anything, so a bad name leaves no hook behind.
+        self.targets: dict[str, str] = {n: resolve_layer(model, n) for n in names}
+        self.grads = grads
+        self.detach = detach
+        self.clone = clone
+        self.stop_early = stop_early
+        self.activations: dict[str, Tensor] = {}
+        self.gradients: dict[str, Tensor] = {}
+        self._handles: list[RemovableHandle] = []
+        self._active = False
+
+    # ---- context manager --------------------------------------------------------------------
+    def __enter__(self) -> Probe:
+        if self._active:
+            raise RuntimeError("this Probe is already active.")
+        modules = dict(self.module.named_modules())
+        by_module: dict[str, list[str]] = {}
+        for given, dotted in self.targets.items():
+            by_module.setdefault(dotted, []).append(given)
+        try:
+            for dotted, given_names in by_module.items():
+                hook = self._make_hook(tuple(given_names))
+                self._handles.append(modules[dotted].register_forward_hook(hook))
+        except BaseException:
+            self._release()
+            raise
+        self._active = True
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        try:
+            while self._handles:
+                self._handles.pop().remove()
+        finally:
+            self._active = False
+
+    # ---- hooks ------------------------------------------------------------------------------
+    def _make_hook(self, names: tuple[str, ...]) -> Any:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            t = _first_tensor(output)
+            if t is None:
+                return None
+            kept = t.detach() if self.detach else t
+            replacement = None
+            if self.clone:
+                if output is t:
+                    # The model continues on a copy, so its later in-place ops cannot touch
+                    # what we keep, and `kept` stays the tensor gradients flow through.
+                    replacement = t.clone()
+                else:
+                    kept = kept.clone()
+            for n in names:
+                self.activations[n] = kept
+            if self.grads and t.requires_grad:
+                self._handles.append(t.register_hook(self._make_grad_hook(names)))
+            if self.stop_early and len(self.activations) == len(self.targets):
+                raise _StopForward
+            return replacement
+
+        return hook
+
+    def _make_grad_hook(self, names: tuple[str, ...]) -> Any:
+        def grad_hook(grad: Tensor) -> None:
+            for n in names:
+                self.gradients[n] = grad.detach().clone()
+
+        return grad_hook
+
+    # ---- running ----------------------------------------------------------------------------
+    def run(self, x: Tensor) -> Tensor | None:
+        """Run the model on `x` inside this probe (entering it if needed). With `stop_early`,
+        the forward stops after the last requested layer and None is returned."""
+        if not self._active:
+            with self:
+                return self.run(x)
+        self.activations.clear()
+        try:
+            out = self.module(x)
+        except _StopForward:
+            return None
+        return _first_tensor(out)
+
+    def activation(self, name: str) -> Tensor:
+        if name not in self.activations:
+            raise UserInputError(
+                f"layer {name!r} produced no activation; was the model run inside the probe?"
+            )
+        return self.activations[name]
+
+    def gradient(self, name: str) -> Tensor:
+        if name not in self.gradients:
+            raise UserInputError(
+                f"no gradient reached layer {name!r}; ask for grads=True and call backward() "
+                "on a loss that depends on it inside the probe."
+            )
+        return self.gradients[name]
+
+
+def capture(
+    model: ConvModel | nn.Module,
+    x: Tensor,
+    layers: Iterable[str] | str,
+    *,
+    stop_early: bool = True,
+) -> dict[str, Tensor]:
+    """Activations of `layers` for input `x` (no grad), stopping the forward early."""
+    probe = Probe(model, layers, stop_early=stop_early)
+    with torch.inference_mode():
+        probe.run(x)
+    missing = [n for n in probe.targets if n not in probe.activations]
+    if missing:
+        raise UserInputError(f"layers {missing} were never called in the model's forward pass.")
+    return dict(probe.activations)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One row of `layers(model)`."""
+
+    name: str  # torch's dotted name
+    alias: str | None
+    type: str
+    shape: tuple[int, ...] | None  # output shape for a (1, 3, size, size) input; None if unused
+    params: int
+    rf: ReceptiveField | None  # analytic receptive field; None where not spatial (e.g. fc)
+
+
+def _trace(
+    model: ConvModel | nn.Module, names: list[str], size: int
+) -> tuple[dict[str, Tensor], dict[str, ReceptiveField | None]]:
+    module, _ = _split(model)
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    x = torch.zeros(1, 3, size, size, device=device, dtype=dtype)
+    probe = Probe(model, names, detach=False)
+    try:
+        with torch.inference_mode(), RFTracker() as tracker:
+            tracker.watch(x)
+            probe.run(x)
+            fields = {n: tracker.field(a) for n, a in probe.activations.items()}
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"the model cannot run on a {size}×{size} input: {first}") from None
+    return probe.activations, fields
+
+
+def receptive_fields(
+    model: ConvModel | nn.Module, layers: Iterable[str] | str, size: int = 224
+) -> dict[str, ReceptiveField | None]:
+    """Analytic receptive fields of `layers` (names or aliases), traced at input `size`."""
+    names = [layers] if isinstance(layers, str) else list(layers)
+    _, fields = _trace(model, names, size)
+    return {n: fields.get(n) for n in names}
+
+
+def layers(
+    model: ConvModel | nn.Module, size: int = 224, *, leaves_only: bool = False
+) -> list[LayerInfo]:
+    """Every submodule with its alias, type, output shape and receptive field at `size`."""
+    if size < 1:
+        raise UserInputError(f"size must be positive, got {size}.")
+    module, aliases = _split(model)
+    reverse: dict[str, str] = {}
+    for alias, dotted in aliases.items():
+        reverse.setdefault(dotted, alias)
+    named = [(n, m) for n, m in module.named_modules() if n]
+    if leaves_only:
+        named = [(n, m) for n, m in named if not list(m.children())]
+    acts, fields = _trace(model, [n for n, _ in named], size)
+    rows = []
+    for n, m in named:
+        act = acts.get(n)
+        rows.append(
+            LayerInfo(
+                name=n,
+                alias=reverse.get(n),
+                type=type(m).__name__,
+                shape=tuple(act.shape) if act is not None else None,
+                params=sum(p.numel() for p in m.parameters(recurse=False)),
+                rf=fields.get(n),
+            )
+        )
+    return rows
