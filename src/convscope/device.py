@@ -18,9 +18,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     name = device.strip().lower()
     base = name.split(":", 1)[0]
     if base not in DEVICES:
-        raise UserInputError(
-            f"Unknown device {device!r}; choose one of {', '.join(DEVICES)}."
-        )
+        raise UserInputError(f"Unknown device {device!r}; choose one of {', '.join(DEVICES)}.")
     if base == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
