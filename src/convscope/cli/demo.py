@@ -50,10 +50,10 @@ class DemoContext:
 def _classification(ctx: DemoContext) -> Section:
     cm = ctx.model("efficientnet_lite0")
     images = [load_sample(n) for n in CLASSIFY_SAMPLES]
-    batch = torch.stack([cm.preprocess.geometry(im) for im in images])  # (N, 3, 224, 224)
-    preds = cm.classify(batch, top=3)
+    preds = cm.classify(images, top=3)
+    crops = [cm.preprocess.geometry(im) for im in images]  # what the model sees, (3, 224, 224)
     labels = [f"{p[0].name} {p[0].prob:.0%}" for p in preds]
-    grid = image_grid(list(batch), labels=labels, ncol=4, tile=224)
+    grid = image_grid(crops, labels=labels, ncol=4, tile=224)
     fig = ctx.save("classify.png", titled(grid, "EfficientNet-Lite0 · top-1 on bundled samples"))
     table: list[list[str]] = [["sample", "1st", "2nd", "3rd"]]
     for name, ps in zip(CLASSIFY_SAMPLES, preds, strict=True):
@@ -83,9 +83,9 @@ def _activations(ctx: DemoContext) -> Section:
         # The 24 most active channels, so the grid is not mostly black.
         order = act.mean(dim=(1, 2)).argsort(descending=True)[:24].tolist()
         tiles = channel_tiles(act, channels=order, scaling="channel")
-        grid = image_grid(list(tiles), ncol=8, tile=96, labels=[f"ch {c}" for c in order])
+        grid = image_grid(list(tiles), ncol=8, tile=112, labels=[f"ch {c}" for c in order])
         c, h, w = act.shape
-        fig = ctx.save(f"act_{name}.png", titled(grid, f"VGG16 {name} · {c}×{h}×{w}"))
+        fig = ctx.save(f"act_{name}.png", titled(grid, f"VGG16 {name} · {c} x {h} x {w}"))
         figures.append(
             Figure(
                 fig.src,
@@ -94,7 +94,7 @@ def _activations(ctx: DemoContext) -> Section:
             )
         )
     crop = vgg.preprocess.geometry(image)
-    fig = ctx.save("act_input.png", image_grid([crop], tile=224, labels=["input (224×224)"]))
+    fig = ctx.save("act_input.png", image_grid([crop], tile=224, labels=["input (224 x 224)"]))
     figures.insert(0, Figure(fig.src, "The input, as VGG16's preprocessing crops it."))
     return Section(
         "Activation maps",
