@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import torch
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from convscope.data.files import atomic_write_text
 from convscope.data.images import DEFAULT_MAX_PIXELS
+from convscope.events import Progress as ProgressEvent
+from convscope.events import ProgressCallback
 from convscope.models import ConvModel, load_model
 
 __all__ = [
@@ -27,6 +39,7 @@ __all__ = [
     "console",
     "default_of",
     "open_model",
+    "progress_bar",
     "write_json",
 ]
 
@@ -85,3 +98,35 @@ def write_json(data: Any, path: Path | None) -> None:
         out.print(text, markup=False, highlight=False)
     else:
         atomic_write_text(path, text + "\n")
+
+
+@contextlib.contextmanager
+def progress_bar(quiet: bool = False) -> Iterator[ProgressCallback]:
+    """A callback that renders the library's `Progress` events as bars with ETA (on stderr)."""
+    bars = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[unit]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        disable=quiet,
+        transient=False,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def on_progress(event: ProgressEvent) -> None:
+        info = event.message
+        if event.metrics:
+            info = " ".join([info, *(f"{k}={v:.4g}" for k, v in event.metrics.items())]).strip()
+        if event.task not in tasks:
+            tasks[event.task] = bars.add_task(
+                event.task, total=event.total, unit=event.unit, info=info
+            )
+        bars.update(tasks[event.task], completed=event.done, total=event.total, info=info)
+
+    with bars:
+        yield on_progress

@@ -1,0 +1,1 @@
+"""convscope CLI commands (train)."""

@@ -1,0 +1,88 @@
+"""Batches of images from a dataset, skipping unreadable files, with background decoding."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from convscope.data.datasets import ImageDataset, Item, Skipped, iter_items
+from convscope.errors import UserInputError
+
+__all__ = ["Batch", "iter_batches"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    indices: list[int]  # dataset indices of the images in `images`, in order
+    images: Tensor  # (B, 3, H, W), after `transform`
+    skipped: list[Skipped] = field(default_factory=list)  # unreadable items met on the way
+    position: int = 0  # how many dataset indices (good or skipped) were consumed so far
+
+
+def iter_batches(
+    dataset: ImageDataset,
+    transform: Callable[[Tensor], Tensor],
+    batch_size: int,
+    *,
+    indices: Sequence[int] | None = None,
+    prefetch: int = 2,
+) -> Iterator[Batch]:
+    """Yield batches of `transform(image)` (each (3, h, w), equal sizes) in dataset order.
+
+    Decoding runs in a background thread, `prefetch` batches ahead. Unreadable items are
+    reported in `Batch.skipped` (a final batch may carry only skipped items and no images).
+    """
+    if batch_size < 1:
+        raise UserInputError(f"batch size must be at least 1, got {batch_size}.")
+    order = list(range(len(dataset))) if indices is None else list(indices)
+    out: queue.Queue[Batch | BaseException | None] = queue.Queue(maxsize=max(1, prefetch))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            idx: list[int] = []
+            imgs: list[Tensor] = []
+            skipped: list[Skipped] = []
+            pos = 0
+            for item in iter_items(dataset, order):
+                if stop.is_set():
+                    return
+                pos += 1
+                if isinstance(item, Skipped):
+                    skipped.append(item)
+                    continue
+                assert isinstance(item, Item)
+                imgs.append(transform(item.image))
+                idx.append(order[pos - 1])
+                if len(imgs) == batch_size:
+                    out.put(Batch(idx, torch.stack(imgs), skipped, pos))
+                    idx, imgs, skipped = [], [], []
+            if imgs or skipped:
+                images = torch.stack(imgs) if imgs else torch.empty(0)
+                out.put(Batch(idx, images, skipped, pos))
+            out.put(None)
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            out.put(exc)
+
+    worker = threading.Thread(target=produce, daemon=True, name="convscope-batches")
+    worker.start()
+    try:
+        while True:
+            got = out.get()
+            if got is None:
+                return
+            if isinstance(got, BaseException):
+                raise got
+            yield got
+    finally:
+        stop.set()
+        while worker.is_alive():  # drain so the producer can finish
+            try:
+                out.get(timeout=0.05)
+            except queue.Empty:
+                pass

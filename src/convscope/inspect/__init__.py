@@ -1,0 +1,1 @@
+"""Inspecting: filters, activation maps, feature space, maximally activating patches."""
