@@ -11,13 +11,14 @@ no module attribute is left changed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
 from convscope.errors import UnknownNameError, UserInputError
@@ -25,14 +26,87 @@ from convscope.models.base import ConvModel
 from convscope.receptive import ReceptiveField, RFTracker
 
 __all__ = [
+    "RELU_RULES",
     "LayerInfo",
     "Probe",
     "ReceptiveField",
+    "ReluRule",
     "capture",
     "layers",
     "receptive_fields",
     "resolve_layer",
 ]
+
+
+ReluRule = Literal["guided", "deconv", "linear"]
+RELU_RULES: tuple[str, ...] = ("guided", "deconv", "linear")
+
+
+class _RuleReLU(torch.autograd.Function):
+    """ReLU / ReLU6 forward with a replaced backward rule.
+
+    guided (Springenberg et al. 2015): pass gradients that are positive, at positive inputs;
+    deconv (Zeiler & Fergus 2014): pass positive gradients, whatever the input;
+    linear: pass every gradient unchanged (used to measure receptive fields).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, hi: float | None, rule: str) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.hi = hi
+        ctx.rule = rule
+        return x.clamp(min=0) if hi is None else x.clamp(0, hi)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (x,) = ctx.saved_tensors
+        if ctx.rule == "linear":
+            return grad, None, None
+        if ctx.rule == "deconv":
+            return grad.clamp(min=0), None, None
+        active = x > 0
+        if ctx.hi is not None:
+            active &= x < ctx.hi
+        return grad.clamp(min=0) * active, None, None
+
+
+def _relu_bound(
+    name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> tuple[bool, float | None]:
+    """Is this call a ReLU-like op, and its upper bound (None for plain ReLU)?"""
+    if name in ("relu", "relu_"):
+        return True, None
+    if name == "relu6":
+        return True, 6.0
+    if name in ("hardtanh", "hardtanh_"):
+        lo = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+        hi = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+        if float(lo) == 0.0:
+            return True, float(hi)
+    return False, None
+
+
+class _ReluRuleMode(TorchFunctionMode):
+    """Replaces the backward of every ReLU-like op: nn.ReLU, nn.ReLU6, in-place variants,
+    functional `F.relu`/`torch.relu`/`Tensor.relu`, and `hardtanh(0, hi)`. In-place calls
+    return a new tensor (modules use the returned value)."""
+
+    def __init__(self, rule: str) -> None:
+        super().__init__()
+        self.rule = rule
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        is_relu, hi = _relu_bound(getattr(func, "__name__", ""), args, kwargs)
+        if is_relu and args and isinstance(args[0], Tensor) and torch.is_grad_enabled():
+            return _RuleReLU.apply(args[0], hi, self.rule)
+        return func(*args, **kwargs)
 
 
 class _StopForward(Exception):
@@ -85,6 +159,9 @@ class Probe:
         clone: protect captured values from later in-place ops in the model
             (`out += identity`, `ReLU(inplace=True)`): the model continues on a copy.
         stop_early: abort the forward once every layer was captured; use `Probe.run`.
+        relu_rule: replace the backward of every ReLU-like op while the probe is active:
+            "guided" (guided backprop), "deconv", or "linear". This covers modules and
+            functional calls alike, in any model run inside the block.
 
     A module called several times in one forward keeps its last output.
     """
@@ -98,11 +175,18 @@ class Probe:
         detach: bool = True,
         clone: bool = True,
         stop_early: bool = False,
+        relu_rule: ReluRule | None = None,
     ) -> None:
         self.module, _ = _split(model)
+        if relu_rule is not None and relu_rule not in RELU_RULES:
+            raise UserInputError(
+                f"Unknown ReLU rule {relu_rule!r}; choose one of {', '.join(RELU_RULES)}."
+            )
+        self.relu_rule = relu_rule
+        self._mode: _ReluRuleMode | None = None
         self.model = model
         names = [layers] if isinstance(layers, str) else list(layers)
-        if not names:
+        if not names and relu_rule is None:
             raise UserInputError("no layers were given to probe.")
         # Resolve everything before registering anything, so a bad name leaves no hook behind.
         self.targets: dict[str, str] = {n: resolve_layer(model, n) for n in names}
@@ -127,6 +211,9 @@ class Probe:
             for dotted, given_names in by_module.items():
                 hook = self._make_hook(tuple(given_names))
                 self._handles.append(modules[dotted].register_forward_hook(hook))
+            if self.relu_rule is not None:
+                self._mode = _ReluRuleMode(self.relu_rule)
+                self._mode.__enter__()  # type: ignore[no-untyped-call]
         except BaseException:
             self._release()
             raise
@@ -147,6 +234,9 @@ class Probe:
                 self._handles.pop().remove()
         finally:
             self._active = False
+            mode, self._mode = self._mode, None
+            if mode is not None:
+                mode.__exit__(None, None, None)  # type: ignore[no-untyped-call]
 
     # ---- hooks ------------------------------------------------------------------------------
     def _make_hook(self, names: tuple[str, ...]) -> Any:
