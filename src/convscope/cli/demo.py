@@ -1,7 +1,7 @@
 """`convscope demo`: the main job on the offline defaults, written as an HTML gallery.
 
-Each section is a function `(DemoContext) -> Section`; later capabilities append theirs to
-`SECTIONS`. The page and its PNGs are written atomically into `--out`.
+Each section is a function `(DemoContext) -> Section`, listed in `_sections()`; each
+capability's CLI module provides its own. The page and its PNGs are written atomically into `--out`.
 """
 
 from __future__ import annotations
@@ -122,11 +122,16 @@ def _layer_table(ctx: DemoContext) -> Section:
     )
 
 
-SECTIONS: list[tuple[str, Callable[[DemoContext], Section]]] = [
-    ("classification", _classification),
-    ("activation maps", _activations),
-    ("layer table", _layer_table),
-]
+def _sections() -> list[tuple[str, Callable[[DemoContext], Section]]]:
+    from convscope.cli.filters import activations_demo_section, filters_demo_section
+
+    return [
+        ("classification", _classification),
+        ("filters", filters_demo_section),
+        ("activation maps", _activations),
+        ("activation scaling", activations_demo_section),
+        ("layer table", _layer_table),
+    ]
 
 
 @app.command("demo")
@@ -154,8 +159,9 @@ def demo_cmd(
         console=console,
         disable=quiet,
     ) as progress:
-        task = progress.add_task("demo", total=len(SECTIONS))
-        for label, section in SECTIONS:
+        sections_to_run = _sections()
+        task = progress.add_task("demo", total=len(sections_to_run))
+        for label, section in sections_to_run:
             progress.update(task, description=label)
             sections.append(section(ctx))
             progress.advance(task)

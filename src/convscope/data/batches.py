@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -82,7 +83,5 @@ def iter_batches(
     finally:
         stop.set()
         while worker.is_alive():  # drain so the producer can finish
-            try:
+            with contextlib.suppress(queue.Empty):
                 out.get(timeout=0.05)
-            except queue.Empty:
-                pass

@@ -1,1 +1,15 @@
 """Inspecting: filters, activation maps, feature space, maximally activating patches."""
+
+# Re-exports use `import x as x` so that each module's lines can be appended independently.
+from convscope.inspect.activations import activation_grid as activation_grid
+from convscope.inspect.activations import activation_maps as activation_maps
+from convscope.inspect.activations import activation_overlay as activation_overlay
+from convscope.inspect.activations import channel_spec as channel_spec
+from convscope.inspect.activations import parse_channels as parse_channels
+from convscope.inspect.activations import scaling_caption as scaling_caption
+from convscope.inspect.activations import strongest_channels as strongest_channels
+from convscope.inspect.filters import compare_first_layers as compare_first_layers
+from convscope.inspect.filters import conv_layer as conv_layer
+from convscope.inspect.filters import filter_grid as filter_grid
+from convscope.inspect.filters import filter_tiles as filter_tiles
+from convscope.inspect.filters import first_conv as first_conv
