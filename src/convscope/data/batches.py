@@ -32,11 +32,15 @@ def iter_batches(
     *,
     indices: Sequence[int] | None = None,
     prefetch: int = 2,
+    fixed_blocks: bool = False,
 ) -> Iterator[Batch]:
     """Yield batches of `transform(image)` (each (3, h, w), equal sizes) in dataset order.
 
     Decoding runs in a background thread, `prefetch` batches ahead. Unreadable items are
     reported in `Batch.skipped` (a final batch may carry only skipped items and no images).
+    By default a batch is filled with readable images; with `fixed_blocks`, each batch is one
+    block of `batch_size` consecutive entries of `indices` (smaller where some are unreadable),
+    so which images share a batch does not depend on what was skipped before.
     """
     if batch_size < 1:
         raise UserInputError(f"batch size must be at least 1, got {batch_size}.")
@@ -56,11 +60,16 @@ def iter_batches(
                 pos += 1
                 if isinstance(item, Skipped):
                     skipped.append(item)
+                    if fixed_blocks and pos % batch_size == 0:
+                        images = torch.stack(imgs) if imgs else torch.empty(0)
+                        out.put(Batch(idx, images, skipped, pos))
+                        idx, imgs, skipped = [], [], []
                     continue
                 assert isinstance(item, Item)
                 imgs.append(transform(item.image))
                 idx.append(order[pos - 1])
-                if len(imgs) == batch_size:
+                full = pos % batch_size == 0 if fixed_blocks else len(imgs) == batch_size
+                if full:
                     out.put(Batch(idx, torch.stack(imgs), skipped, pos))
                     idx, imgs, skipped = [], [], []
             if imgs or skipped:

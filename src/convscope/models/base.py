@@ -91,11 +91,12 @@ class Preprocess:
             s = self.resize / min(h, w)
             # Round the long side (as PIL-based pipelines do) rather than floor it.
             size = [max(1, round(h * s)), max(1, round(w * s))]
-            image = TF.resize(
-                image, size, interpolation=_INTERP[self.interpolation], antialias=True
-            )
-            if self.interpolation == "bicubic":
-                image = image.clamp(0.0, 1.0)  # bicubic overshoots
+            if size != [h, w]:
+                image = TF.resize(
+                    image, size, interpolation=_INTERP[self.interpolation], antialias=True
+                )
+                if self.interpolation == "bicubic":
+                    image = image.clamp(0.0, 1.0)  # bicubic overshoots
         if self.quantize:
             image = (image * 255).round() / 255
         if self.crop is not None:

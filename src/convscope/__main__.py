@@ -1,0 +1,5 @@
+"""`python -m convscope ...` (also what `torchrun -m convscope` runs)."""
+
+from convscope.cli import run
+
+run()
