@@ -3,8 +3,8 @@ of every channel of VGG16 relu4_3, against the fastest plain forward to relu4_3 
 (already preprocessed) images. Goal: ratio ≤ 1.15.
 
 The baseline's batch size, memory format and precision are searched on a few images first;
-the scan is then run with the same settings (they are open to it too). Images: random crops
-and flips of the bundled samples, 256 px, held in memory.
+the scan is then run with the same settings (they are open to it too). Images: the built-in
+`sample-crops` set (random 256 px crops and flips of the bundled photos), held in memory.
 
     python bench/top_patches.py [--images 500] [--k 9]
 """
@@ -17,47 +17,11 @@ import itertools
 import time
 
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch import nn
 
 from convscope import load_model
-from convscope.data.datasets import Item
-from convscope.data.samples import load_sample
+from convscope.data.datasets import SampleCrops
 from convscope.inspect.scan import scan_top_activations
-
-SAMPLES = ["coffee", "cat", "astronaut", "rocket", "china", "flower", "hopper", "horse",
-           "motorcycle", "immunohistochemistry", "hubble", "brick"]  # fmt: skip
-
-
-class Crops:
-    """`n` random 256×256 crops (with flips) of the bundled samples, in memory."""
-
-    name = "bench-crops"
-    classes = None
-
-    def __init__(self, n: int, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        bases = [TF.resize(load_sample(s), [320], antialias=True) for s in SAMPLES]
-        self.images = []
-        for i in range(n):
-            im = bases[i % len(bases)]
-            _, h, w = im.shape
-            y = int(torch.randint(0, h - 256 + 1, (1,), generator=g))
-            x = int(torch.randint(0, w - 256 + 1, (1,), generator=g))
-            crop = im[:, y : y + 256, x : x + 256]
-            if torch.rand(1, generator=g) < 0.5:
-                crop = crop.flip(-1)
-            self.images.append(crop.contiguous())
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> Item:
-        return Item(self.images[i], None, f"crop/{i}")
-
-    def ident(self, i: int) -> str:
-        return f"crop/{i}"
-
 
 def forward_all(net: nn.Module, xs: torch.Tensor, batch: int, cl: bool, bf16: bool) -> float:
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -79,8 +43,8 @@ def main() -> None:
     args = ap.parse_args()
 
     model = load_model("vgg16")
-    data = Crops(args.images)
-    xs = torch.stack([model.preprocess(im)[0] for im in data.images])  # (N, 3, 224, 224)
+    data = SampleCrops(args.images, size=256)
+    xs = torch.stack([model.preprocess(data[i].image)[0] for i in range(len(data))])  # (N, 3, 224, 224)
     upto = int(model.resolve("relu4_3").split(".")[-1])
     trunk = nn.Sequential(*list(model.module.features)[: upto + 1]).eval()  # to relu4_3
 

@@ -32,7 +32,7 @@ from convscope.errors import UnknownNameError, UserInputError
 
 
 def test_names() -> None:
-    assert dataset_names() == ["digits", "fashion-mnist", "mnist5k"]
+    assert dataset_names() == ["digits", "fashion-mnist", "mnist5k", "sample-crops"]
 
 
 def test_digits() -> None:
@@ -273,3 +273,16 @@ def test_folder_errors(tmp_path: Path) -> None:
     _png(tmp_path / "one" / "a.png")
     with pytest.raises(UserInputError, match="no splits"):
         load_dataset(tmp_path / "one", split="train")
+
+
+def test_sample_crops_are_deterministic_and_sized() -> None:
+    a = load_dataset("sample-crops")
+    assert len(a) == 256
+    item = a[5]
+    assert item.image.shape == (3, 256, 256)
+    assert item.ident.startswith("sample-crops/5:")
+    from convscope.data.datasets import SampleCrops
+
+    b = SampleCrops(8, size=64, seed=0)
+    c = SampleCrops(8, size=64, seed=0)
+    assert all(torch.equal(b[i].image, c[i].image) for i in range(8))

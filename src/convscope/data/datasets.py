@@ -370,6 +370,54 @@ class FashionMNIST(ArrayDataset):
         self.split = "train" if split == "train" else "test"
 
 
+class SampleCrops:
+    """`n` random `size`×`size` crops (half of them mirrored) of the bundled sample photos:
+    an offline image set for scans, benchmarks and demos. Deterministic for a seed."""
+
+    PHOTOS = ("coffee", "cat", "astronaut", "rocket", "china", "flower", "hopper", "horse",
+              "motorcycle", "immunohistochemistry", "hubble", "brick", "grass", "coins")  # fmt: skip
+
+    def __init__(self, n: int = 256, *, size: int = 256, seed: int = 0) -> None:
+        import torchvision.transforms.v2.functional as TF
+
+        from convscope.data.samples import load_sample
+
+        if n < 1 or size < 8:
+            raise UserInputError(f"sample crops need n ≥ 1 and size ≥ 8, got {n} and {size}.")
+        g = torch.Generator().manual_seed(seed)
+        bases = [TF.resize(load_sample(s), [int(size * 1.25)], antialias=True) for s in self.PHOTOS]
+        self._images: list[Tensor] = []
+        self._source: list[str] = []
+        for i in range(n):
+            im = bases[i % len(bases)]
+            _, h, w = im.shape
+            y = int(torch.randint(0, h - size + 1, (1,), generator=g))
+            x = int(torch.randint(0, w - size + 1, (1,), generator=g))
+            crop = im[:, y : y + size, x : x + size]
+            if bool(torch.rand(1, generator=g) < 0.5):
+                crop = crop.flip(-1)
+            self._images.append(crop.contiguous())  # (3, size, size)
+            self._source.append(f"{self.PHOTOS[i % len(bases)]}@{y},{x}")
+
+    @property
+    def name(self) -> str:
+        return "sample-crops"
+
+    @property
+    def classes(self) -> list[str] | None:
+        return None
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __getitem__(self, i: int) -> Item:
+        i = _index(i, len(self))
+        return Item(self._images[i], None, self.ident(i))
+
+    def ident(self, i: int) -> str:
+        return f"sample-crops/{i}:{self._source[_index(i, len(self))]}"
+
+
 _BUILTINS: dict[str, Callable[[str | None], ImageDataset]] = {}
 
 
@@ -385,6 +433,7 @@ def _no_split(name: str, make: Callable[[], ImageDataset]) -> Callable[[str | No
 _BUILTINS["digits"] = _no_split("digits", digits)
 _BUILTINS["mnist5k"] = _no_split("mnist5k", mnist5k)
 _BUILTINS["fashion-mnist"] = lambda split: FashionMNIST(split=split or "train")
+_BUILTINS["sample-crops"] = _no_split("sample-crops", SampleCrops)
 
 
 def dataset_names() -> list[str]:
