@@ -23,6 +23,7 @@ from convscope import load_model
 from convscope.data.datasets import SampleCrops
 from convscope.inspect.scan import scan_top_activations
 
+
 def forward_all(net: nn.Module, xs: torch.Tensor, batch: int, cl: bool, bf16: bool) -> float:
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     t = time.perf_counter()
@@ -44,7 +45,7 @@ def main() -> None:
 
     model = load_model("vgg16")
     data = SampleCrops(args.images, size=256)
-    xs = torch.stack([model.preprocess(data[i].image)[0] for i in range(len(data))])  # (N, 3, 224, 224)
+    xs = torch.stack([model.preprocess(data[i].image)[0] for i in range(len(data))])
     upto = int(model.resolve("relu4_3").split(".")[-1])
     trunk = nn.Sequential(*list(model.module.features)[: upto + 1]).eval()  # to relu4_3
 
