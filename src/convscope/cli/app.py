@@ -72,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(re-run with --debug for the traceback)."
         )
         return 1
-    return int(rv) if isinstance(rv, int) else 0
+    code = int(rv) if isinstance(rv, int) else 0
+    if code == 130:  # typer turns Ctrl-C into exit code 130 without a word
+        _say("Interrupted.")
+    return code
 
 
 def run() -> None:

@@ -80,4 +80,4 @@ def load_model(
 def _ensure_builtins() -> None:
     # Importing the built-in modules registers them.
     from convscope import testing  # noqa: F401
-    from convscope.models import efficientnet_lite, torchvision, vgg  # noqa: F401
+    from convscope.models import efficientnet_lite, smallnet, torchvision, vgg  # noqa: F401

@@ -8,7 +8,6 @@ sentence, so the CLI can print it as is.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -138,17 +137,13 @@ def save_safetensors_atomic(
     `os.replace`, so a reader never sees half a file. Creates the directory."""
     from safetensors.torch import save_file
 
+    from convscope.data.files import atomic_path
+
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        save_file(contiguous, tmp, metadata=dict(metadata) if metadata else None)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with atomic_path(out) as tmp:  # the usual file mode, removed on any failure
+        save_file(contiguous, str(tmp), metadata=dict(metadata) if metadata else None)
     return out
 
 

@@ -1,0 +1,128 @@
+"""`convscope train-small`: a loadable checkpoint with metadata, and clean failures."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import typer
+from PIL import Image
+
+from convscope.cli import app, main
+from convscope.models import load_model
+from convscope.models.smallnet import checkpoint_metadata
+from convscope.models.train_small import train_small
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def assert_one_sentence(err: str) -> None:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("Error: ")
+
+
+def test_train_small_writes_a_loadable_checkpoint(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "nets" / "net.safetensors"
+    code, out, err = run(
+        capsys, "train-small", "--dataset", "digits", "--out", str(target),
+        "--epochs", "1", "--limit", "200", "--seed", "3",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "test accuracy:" in out and str(target) in out
+    assert "train" in err  # the progress bar
+    meta = checkpoint_metadata(target)
+    assert meta["dataset"] == "digits" and meta["epochs"] == "1" and meta["seed"] == "3"
+    assert meta["limit"] == "200" and 0.0 <= float(meta["test_accuracy"]) <= 1.0
+    assert meta["command"].startswith(f"convscope train-small --dataset digits --out {target} ")
+    assert "--limit 200" in meta["command"] and "--threads 1" in meta["command"]
+    assert [p.name for p in target.parent.iterdir()] == ["net.safetensors"]  # no temp files
+    cm = load_model("smallnet", weights=str(target))
+    assert cm.source.kind == "file" and cm.classes == tuple(str(d) for d in range(10))
+
+    digit = tmp_path / "digit.png"
+    code, out, _ = run(
+        capsys, "classify", "coffee", "--model", "smallnet", "--weights", str(target), "--json"
+    )
+    assert code == 0 and len(json.loads(out)[0]["predictions"]) == 5
+    from convscope.data.datasets import digits
+
+    ds = digits()
+    gray = (ds.images[0] / 16.0 * 255).round().astype(np.uint8)  # a "0"
+    Image.fromarray(gray, mode="L").save(digit)
+    code, out, _ = run(capsys, "classify", str(digit), "--model", "smallnet", "--json")
+    assert code == 0 and json.loads(out)[0]["predictions"][0]["name"] == "0"
+
+
+def test_defaults_come_from_train_small() -> None:
+    command = typer.main.get_command(app).commands["train-small"]  # type: ignore[attr-defined]
+    defaults = {p.name: p.default for p in command.params}
+    signature = inspect.signature(train_small).parameters
+    names = ("dataset", "epochs", "batch_size", "lr", "seed", "test_fraction", "limit", "shift")
+    for name in (*names, "threads"):
+        assert defaults[name] == signature[name].default, name
+
+
+def test_interrupt_leaves_no_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import convscope.cli.train as train_cli
+
+    def interrupted(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "train_small", interrupted)
+    target = tmp_path / "net.safetensors"
+    code, _, err = run(capsys, "train-small", "--out", str(target), "--quiet")
+    assert code == 130 and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+BAD = {
+    "unknown dataset": ["--dataset", "digts"],
+    "folder dataset": ["--dataset", "/tmp"],
+    "zero epochs": ["--epochs", "0"],
+    "bad test fraction": ["--test-fraction", "1.5"],
+    "zero lr": ["--lr", "0"],
+    "tiny limit": ["--limit", "1"],
+    "missing fashion-mnist": ["--dataset", "fashion-mnist"],
+    "output is a folder": ["--out", "."],
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_exits_2_with_one_sentence_and_no_file(
+    case: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONVSCOPE_FASHION_MNIST_DIR", str(tmp_path / "no-fashion"))
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "net.safetensors"
+    code, _, err = run(capsys, "train-small", "--out", str(target), "--quiet", *BAD[case])
+    assert code == 2, err
+    assert_one_sentence(err)
+    assert list(tmp_path.iterdir()) == []
+    if case == "missing fashion-mnist":
+        assert "apt-get install dataset-fashion-mnist" in err
