@@ -124,12 +124,14 @@ def _layer_table(ctx: DemoContext) -> Section:
 
 def _sections() -> list[tuple[str, Callable[[DemoContext], Section]]]:
     from convscope.cli.filters import activations_demo_section, filters_demo_section
+    from convscope.cli.patches import top_patches_demo_section
 
     return [
         ("classification", _classification),
         ("filters", filters_demo_section),
         ("activation maps", _activations),
         ("activation scaling", activations_demo_section),
+        ("top patches", top_patches_demo_section),
         ("layer table", _layer_table),
     ]
 

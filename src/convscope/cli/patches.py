@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -30,6 +30,10 @@ from convscope.inspect.patches import top_patches_figure
 from convscope.inspect.scan import distributed_context, scan_top_activations
 from convscope.models.weights import save_safetensors_atomic
 from convscope.probe import capture
+
+if TYPE_CHECKING:
+    from convscope.cli.demo import DemoContext
+    from convscope.render.html import Section
 
 
 def _state_path(out: Path, rank: int, world: int) -> Path:
@@ -144,3 +148,29 @@ def top_patches_cmd(
             )
     with contextlib.suppress(OSError):
         state.unlink()
+
+
+def top_patches_demo_section(ctx: DemoContext) -> Section:
+    """Maximally activating patches of VGG16 relu4_3 over 64 crops of the bundled photos."""
+    from convscope.data.datasets import SampleCrops
+    from convscope.errors import WeightsUnavailableError
+    from convscope.render.html import Figure, Section
+
+    try:
+        vgg = ctx.model("vgg16")
+    except WeightsUnavailableError as exc:
+        return Section("Maximally activating patches", f"Skipped: {exc}")
+    data = SampleCrops(64, size=256, seed=1)
+    top = scan_top_activations(vgg, data, "relu4_3", k=6, batch_size=4, precision="bf16")
+    # Channels whose six best patches are strongest on average: clear, consistent detectors.
+    strongest = top.values.mean(dim=1).argsort(descending=True)[:6].tolist()
+    fig = top_patches_figure(vgg, data, "relu4_3", top, strongest, guided=True, tile=88)
+    saved = ctx.save("top_patches_relu4_3.png", fig)
+    return Section(
+        "Maximally activating patches",
+        "One streaming pass over 64 crops of the bundled photos keeps, for all 512 channels of "
+        "VGG16 relu4_3 at once, the six image locations that excite each channel most. Each "
+        "patch is the unit's exact receptive field (92 px); beside it, guided backprop shows "
+        "which of its pixels drive the neuron.",
+        [Figure(saved.src, "Six channels, six patches each, with guided backprop.", wide=True)],
+    )
