@@ -124,6 +124,8 @@ def _layer_table(ctx: DemoContext) -> Section:
 
 def _sections() -> list[tuple[str, Callable[[DemoContext], Section]]]:
     from convscope.cli.filters import activations_demo_section, filters_demo_section
+    from convscope.cli.attribute import attribution_demo_section
+    from convscope.cli.evaluate import evaluation_demo_section
     from convscope.cli.patches import top_patches_demo_section
 
     return [
@@ -132,6 +134,8 @@ def _sections() -> list[tuple[str, Callable[[DemoContext], Section]]]:
         ("activation maps", _activations),
         ("activation scaling", activations_demo_section),
         ("top patches", top_patches_demo_section),
+        ("attribution", attribution_demo_section),
+        ("segmentation and faithfulness", evaluation_demo_section),
         ("layer table", _layer_table),
     ]
 
