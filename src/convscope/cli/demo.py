@@ -123,9 +123,9 @@ def _layer_table(ctx: DemoContext) -> Section:
 
 
 def _sections() -> list[tuple[str, Callable[[DemoContext], Section]]]:
-    from convscope.cli.filters import activations_demo_section, filters_demo_section
     from convscope.cli.attribute import attribution_demo_section
     from convscope.cli.evaluate import evaluation_demo_section
+    from convscope.cli.filters import activations_demo_section, filters_demo_section
     from convscope.cli.patches import top_patches_demo_section
 
     return [

@@ -374,8 +374,10 @@ class SampleCrops:
     """`n` random `size`×`size` crops (half of them mirrored) of the bundled sample photos:
     an offline image set for scans, benchmarks and demos. Deterministic for a seed."""
 
-    PHOTOS = ("coffee", "cat", "astronaut", "rocket", "china", "flower", "hopper", "horse",
-              "motorcycle", "immunohistochemistry", "hubble", "brick", "grass", "coins")  # fmt: skip
+    PHOTOS = (
+        "coffee", "cat", "astronaut", "rocket", "china", "flower", "hopper", "horse",
+        "motorcycle", "immunohistochemistry", "hubble", "brick", "grass", "coins",
+    )  # fmt: skip
 
     def __init__(self, n: int = 256, *, size: int = 256, seed: int = 0) -> None:
         import torchvision.transforms.v2.functional as TF
