@@ -125,6 +125,7 @@ def _layer_table(ctx: DemoContext) -> Section:
 def _sections() -> list[tuple[str, Callable[[DemoContext], Section]]]:
     from convscope.cli.attribute import attribution_demo_section
     from convscope.cli.evaluate import evaluation_demo_section
+    from convscope.cli.features import features_demo_section
     from convscope.cli.filters import activations_demo_section, filters_demo_section
     from convscope.cli.patches import top_patches_demo_section
 
@@ -133,6 +134,7 @@ def _sections() -> list[tuple[str, Callable[[DemoContext], Section]]]:
         ("filters", filters_demo_section),
         ("activation maps", _activations),
         ("activation scaling", activations_demo_section),
+        ("feature space", features_demo_section),
         ("top patches", top_patches_demo_section),
         ("attribution", attribution_demo_section),
         ("segmentation and faithfulness", evaluation_demo_section),

@@ -1,0 +1,811 @@
+"""Pooled layer features of a whole dataset, streamed to a safetensors file.
+
+    ff = extract_features(model, "digits", "embed", out=Path("digits.safetensors"))
+    ff.features            # (N, D) float32, memory-mapped from the file
+    ff.indices, ff.labels  # (N,) int64 dataset indices and labels (-1 = none)
+    ff.provenance          # model, weights, layer, pooling, precision, dataset, idents, ...
+
+Extraction never holds all features in memory: finished batches go to chunk files in a
+`<out>.partial/` folder (with a small JSON state), and the final file is streamed from them and
+written atomically. An interrupted run (Ctrl-C between batches) leaves a valid partial state;
+`resume=True` continues it, and the result is bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import Tensor
+
+from convscope.data.batches import iter_batches
+from convscope.data.datasets import ImageDataset, Skipped, load_dataset
+from convscope.data.files import atomic_path, atomic_write_text
+from convscope.data.images import load_image
+from convscope.errors import UserInputError
+from convscope.events import Progress, ProgressCallback, no_progress
+from convscope.models.base import ConvModel, WeightSource
+from convscope.probe import capture
+
+__all__ = [
+    "FORMAT",
+    "FeatureFile",
+    "Pooling",
+    "Precision",
+    "StreamedTensor",
+    "auto_batch_size",
+    "extract_features",
+    "feature_images",
+    "image_features",
+    "load_features",
+    "partial_path",
+    "pool_features",
+    "source_dataset",
+    "weights_argument",
+    "write_safetensors",
+]
+
+FORMAT = "convscope-features/1"
+"""The `format` metadata value of every feature file convscope writes."""
+
+Pooling = Literal["avg", "max", "flatten"]
+Precision = Literal["fp32", "bf16"]
+POOLINGS: tuple[str, ...] = ("avg", "max", "flatten")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+
+_STATE = "state.json"
+_STATE_VERSION = 1
+_CHUNK_FLOATS = 4_000_000  # about 16 MB of float32 features per chunk file
+_MAX_HEADER = 100_000_000  # what the safetensors library itself accepts
+
+# ---- the safetensors format, written as a stream -----------------------------------------------
+
+_ST_DTYPES: dict[str, str] = {
+    "float32": "F32",
+    "float64": "F64",
+    "float16": "F16",
+    "int64": "I64",
+    "int32": "I32",
+    "uint8": "U8",
+}
+_NP_DTYPES: dict[str, np.dtype[Any]] = {v: np.dtype(k) for k, v in _ST_DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class StreamedTensor:
+    """A tensor to write without holding it: its dtype and shape, and a function that yields
+    its contents as C-ordered arrays whose bytes, concatenated, are the tensor's."""
+
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    chunks: Callable[[], Iterable[NDArray[Any]]]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def write_safetensors(
+    path: str | Path, tensors: Sequence[StreamedTensor], metadata: Mapping[str, str]
+) -> Path:
+    """Write a safetensors file chunk by chunk, atomically (temp file + rename).
+
+    The layout is the format's own: an 8-byte little-endian header length, a JSON header
+    (dtype, shape and data_offsets of each tensor, and `__metadata__`; padded with spaces so
+    the data starts 8-byte aligned), then the raw little-endian bytes in the given order.
+    """
+    header: dict[str, Any] = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}}
+    offset = 0
+    for t in tensors:
+        key = np.dtype(t.dtype).name
+        if key not in _ST_DTYPES:
+            raise UserInputError(f"dtype {key} cannot be written to a safetensors file here.")
+        if t.name == "__metadata__" or t.name in header:
+            raise UserInputError(f"tensor name {t.name!r} is reserved or repeated.")
+        header[t.name] = {
+            "dtype": _ST_DTYPES[key],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + t.nbytes],
+        }
+        offset += t.nbytes
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-(8 + len(raw)) % 8)
+    target = Path(path)
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for t in tensors:
+            written = 0
+            for chunk in t.chunks():
+                arr = np.ascontiguousarray(chunk, dtype=t.dtype.newbyteorder("<"))
+                f.write(arr.reshape(-1).view(np.uint8).data)  # raw bytes, no copy
+                written += arr.nbytes
+            if written != t.nbytes:
+                raise RuntimeError(
+                    f"tensor {t.name!r}: wrote {written} bytes, its shape needs {t.nbytes}."
+                )
+    return target
+
+
+def _read_header(p: Path) -> tuple[dict[str, Any], int]:
+    """The JSON header of a safetensors file and where its data starts, or a one-sentence error
+    for a missing, truncated or non-safetensors file."""
+    if not p.exists():
+        raise UserInputError(f"Feature file {p} does not exist.")
+    if not p.is_file():
+        raise UserInputError(f"Feature file {p} is not a file.")
+    size = p.stat().st_size
+    not_st = f"{p} is not a safetensors feature file"
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise UserInputError(f"{not_st} (it is too short).")
+            (n,) = struct.unpack("<Q", head)
+            if n < 2 or n > min(_MAX_HEADER, size - 8):
+                raise UserInputError(f"{not_st} (no valid header).")
+            header = json.loads(f.read(n).decode("utf-8"))
+    except PermissionError as exc:
+        raise UserInputError(f"Cannot read {p}: permission denied.") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UserInputError(f"{not_st} (its header is not JSON).") from None
+    except OSError as exc:
+        raise UserInputError(f"Cannot read {p} ({exc.strerror or exc}).") from exc
+    if not isinstance(header, dict):
+        raise UserInputError(f"{not_st} (its header is not a JSON object).")
+    return header, 8 + n
+
+
+# ---- the feature file ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureFile:
+    """Features of a dataset at one layer, with where they came from.
+
+    `provenance` holds strings: format, convscope_version, model, weights (the source),
+    weights_arg (what reloads them: "" for the default), layer, layer_dotted, pool, precision,
+    dataset, dataset_split, dataset_size, classes (JSON or "null"), idents (JSON list, one per
+    row), skipped (a count), skipped_idents (JSON list), count, dim.
+    """
+
+    features: Tensor  # (N, D) float32
+    indices: Tensor  # (N,) int64 dataset indices
+    labels: Tensor  # (N,) int64, -1 = no label
+    provenance: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def idents(self) -> list[str]:
+        """The identity (a path or "digits/17") of each row's image."""
+        return [str(s) for s in json.loads(self.provenance.get("idents", "[]"))]
+
+    @property
+    def skipped(self) -> int:
+        """How many dataset images could not be read and were left out."""
+        return int(self.provenance.get("skipped", "0"))
+
+    @property
+    def classes(self) -> list[str] | None:
+        raw = json.loads(self.provenance.get("classes", "null"))
+        return None if raw is None else [str(c) for c in raw]
+
+    @property
+    def model(self) -> str:
+        return self.provenance.get("model", "")
+
+    @property
+    def layer(self) -> str:
+        return self.provenance.get("layer", "")
+
+    @property
+    def pool(self) -> Pooling:
+        p = self.provenance.get("pool", "avg")
+        return p if p in POOLINGS else "avg"  # type: ignore[return-value]
+
+    @property
+    def precision(self) -> Precision:
+        p = self.provenance.get("precision", "fp32")
+        return p if p in PRECISIONS else "fp32"  # type: ignore[return-value]
+
+    def label_names(self) -> list[str]:
+        """One label text per row ("" where there is none)."""
+        classes = self.classes
+        out = []
+        for lab in self.labels.tolist():
+            if lab < 0:
+                out.append("")
+            elif classes is not None and lab < len(classes):
+                out.append(classes[lab])
+            else:
+                out.append(str(lab))
+        return out
+
+
+_REQUIRED = {"features": ("F32", 2), "indices": ("I64", 1), "labels": ("I64", 1)}
+
+
+def load_features(path: str | Path, *, mmap: bool = True) -> FeatureFile:
+    """Open a feature file written by `extract_features`.
+
+    With `mmap` (the default) the features are memory-mapped copy-on-write, so opening a large
+    file costs no memory until rows are read. Missing, damaged and non-convscope files raise a
+    one-sentence `UserInputError`.
+    """
+    p = Path(path).expanduser()
+    header, start = _read_header(p)
+    meta = header.get("__metadata__")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserInputError(
+            f"{p} is a safetensors file but not a convscope feature file "
+            "(make one with `convscope features`)."
+        )
+    size = p.stat().st_size
+    damaged = f"{p} is a damaged convscope feature file"
+    arrays: dict[str, NDArray[Any]] = {}
+    for name, (dtype, ndim) in _REQUIRED.items():
+        info = header.get(name)
+        if not isinstance(info, dict):
+            raise UserInputError(f"{damaged} (it has no {name!r} tensor).")
+        shape: Any = info.get("shape")
+        offsets: Any = info.get("data_offsets")
+        ok = (
+            info.get("dtype") == dtype
+            and isinstance(shape, list)
+            and len(shape) == ndim
+            and all(isinstance(s, int) and s >= 0 for s in shape)
+            and isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(o, int) for o in offsets)
+        )
+        if not ok:
+            raise UserInputError(f"{damaged} (tensor {name!r} has a bad dtype or shape).")
+        np_dtype = _NP_DTYPES[dtype].newbyteorder("<")
+        begin, end = offsets
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
+        if end - begin != nbytes or begin < 0 or start + end > size:
+            raise UserInputError(f"{damaged} (tensor {name!r} is truncated).")
+        if nbytes == 0:
+            arr: NDArray[Any] = np.zeros(shape, dtype=np_dtype)
+        elif mmap and name == "features":
+            arr = np.memmap(
+                str(p), dtype=np_dtype, mode="c", offset=start + begin, shape=tuple(shape)
+            )
+        else:
+            with open(p, "rb") as f:
+                f.seek(start + begin)
+                arr = np.frombuffer(bytearray(f.read(nbytes)), dtype=np_dtype).reshape(shape)
+        arrays[name] = arr
+    n = arrays["features"].shape[0]
+    if arrays["indices"].shape[0] != n or arrays["labels"].shape[0] != n:
+        raise UserInputError(f"{damaged} (features, indices and labels differ in length).")
+    provenance = {str(k): str(v) for k, v in meta.items()}
+    try:
+        idents = json.loads(provenance.get("idents", "[]"))
+    except json.JSONDecodeError:
+        raise UserInputError(f"{damaged} (its image list is not JSON).") from None
+    if not isinstance(idents, list) or len(idents) != n:
+        raise UserInputError(f"{damaged} (its image list does not match its {n} rows).")
+    return FeatureFile(
+        features=torch.from_numpy(arrays["features"]),
+        indices=torch.from_numpy(np.asarray(arrays["indices"], dtype=np.int64)),
+        labels=torch.from_numpy(np.asarray(arrays["labels"], dtype=np.int64)),
+        provenance=provenance,
+        path=p,
+    )
+
+
+# ---- computing features --------------------------------------------------------------------------
+
+
+def pool_features(act: Tensor, pool: Pooling) -> Tensor:
+    """(B, C, H, W) (or (B, C, ...), or (B, D)) activations → (B, D) float32."""
+    if pool not in POOLINGS:
+        raise UserInputError(f"pool must be one of {', '.join(POOLINGS)}, not {pool!r}.")
+    x = act.float()
+    if x.dim() < 2:
+        raise UserInputError(f"layer output has shape {tuple(act.shape)}; need (B, ...).")
+    if x.dim() == 2:
+        return x  # (B, D): already a vector per image
+    if pool == "flatten":
+        return x.reshape(x.shape[0], -1)  # (B, C·H·W)
+    flat = x.flatten(2)  # (B, C, H·W)
+    return flat.mean(dim=2) if pool == "avg" else flat.amax(dim=2)  # (B, C)
+
+
+def _forward_features(
+    model: ConvModel,
+    x: Tensor,
+    layer: str,
+    *,
+    pool: Pooling,
+    precision: Precision,
+    channels_last: bool,
+) -> Tensor:
+    """Normalized (B, 3, h, w) input → (B, D) float32 pooled features on the CPU."""
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(
+        device_type=x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"
+    ):
+        act = capture(model, x, [layer])[layer]  # (B, C, H, W) or (B, D)
+    return pool_features(act, pool).cpu()
+
+
+def image_features(
+    model: ConvModel,
+    images: Tensor | Sequence[Tensor],
+    layer: str,
+    *,
+    pool: Pooling = "avg",
+    precision: Precision = "fp32",
+    channels_last: bool = False,
+) -> Tensor:
+    """Pooled features (B, D) of a few images ((3, H, W) floats in [0, 1]) at `layer`,
+    computed exactly as `extract_features` computes them."""
+    _check_options(pool, precision)
+    if isinstance(images, Tensor) and images.dim() == 3:
+        images = [images]
+    items = list(images)
+    if not items:
+        raise UserInputError("no images were given.")
+    geo = [model.preprocess.geometry(im if im.dim() == 4 else im.unsqueeze(0)) for im in items]
+    x = model.preprocess.normalize(_stack(geo)).to(model.device)  # (B, 3, h, w)
+    return _forward_features(
+        model, x, layer, pool=pool, precision=precision, channels_last=channels_last
+    )
+
+
+def _stack(images: Sequence[Tensor]) -> Tensor:
+    shapes = sorted({tuple(t.shape[-2:]) for t in images})
+    if len(shapes) > 1:
+        raise UserInputError(
+            f"images of different sizes {shapes} cannot be batched; the model's preprocessing "
+            "has no crop, so give images of one size."
+        )
+    return torch.cat([t if t.dim() == 4 else t.unsqueeze(0) for t in images])
+
+
+def _check_options(pool: str, precision: str) -> None:
+    if pool not in POOLINGS:
+        raise UserInputError(f"pool must be one of {', '.join(POOLINGS)}, not {pool!r}.")
+    if precision not in PRECISIONS:
+        raise UserInputError(
+            f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}."
+        )
+
+
+def auto_batch_size(side: int) -> int:
+    """A batch size for `side`×`side` inputs on a CPU: about 4 at 224 px (measured fastest
+    there), more for small images, within 1..256."""
+    return max(1, min(256, round(4 * (224 / max(1, side)) ** 2)))
+
+
+def weights_argument(source: WeightSource) -> str:
+    """The `weights=` value that loads these weights again ("" for the model's default)."""
+    if source.kind == "random":
+        return "random"
+    if source.kind == "file":
+        return source.detail
+    if source.kind == "url":
+        return "DEFAULT"
+    return ""
+
+
+def _dataset_spec(dataset: ImageDataset, given: str | Path | None) -> tuple[str, str]:
+    """(spec, split) with which `load_dataset` opens `dataset` again."""
+    split = str(getattr(dataset, "split", "") or "")
+    root = getattr(dataset, "root", None)
+    if type(dataset).__name__ == "ImageFolder" and isinstance(root, Path):
+        return str(root.resolve()), ""
+    if type(dataset).__name__ == "FashionMNIST":
+        return "fashion-mnist", split
+    if given is not None and not Path(given).exists():
+        return str(given), split
+    return dataset.name, split
+
+
+def _label_lookup(dataset: ImageDataset) -> Callable[[int], int]:
+    """A cheap label-of-index function (decoding the image only where nothing cheaper exists)."""
+    labels = getattr(dataset, "labels", None)
+    if isinstance(labels, np.ndarray):
+        return lambda i: int(labels[i])
+    label = getattr(dataset, "label", None)
+    if callable(label):
+        return lambda i: -1 if (v := label(i)) is None else int(v)
+    return lambda i: -1 if (v := dataset[i].label) is None else int(v)
+
+
+def partial_path(out: str | Path) -> Path:
+    """The folder where an unfinished extraction into `out` keeps its chunks and state."""
+    p = Path(out)
+    return p.with_name(p.name + ".partial")
+
+
+@dataclass
+class _Pending:
+    """One finished batch, not yet in a chunk file."""
+
+    position: int  # positions consumed (good or skipped) after this batch
+    indices: list[int]
+    labels: list[int]
+    features: NDArray[np.float32]  # (B, D)
+    skipped: list[Skipped]
+
+
+class _PartialRun:
+    """The `<out>.partial/` folder: chunk files plus `state.json`, always consistent."""
+
+    def __init__(self, folder: Path, config: dict[str, Any]) -> None:
+        self.folder = folder
+        self.config = config
+        self.position = 0
+        self.rows = 0
+        self.dim: int | None = None
+        self.chunks: list[dict[str, Any]] = []
+        self.skipped: list[list[Any]] = []
+
+    @classmethod
+    def open(cls, folder: Path, config: dict[str, Any], *, resume: bool, out: Path) -> _PartialRun:
+        run = cls(folder, config)
+        state_file = folder / _STATE
+        if folder.exists() and not resume:
+            raise UserInputError(
+                f"{folder} holds an interrupted extraction into {out}; add --resume "
+                "(resume=True) to continue it, or delete that folder to start over."
+            )
+        if resume and state_file.is_file():
+            try:
+                state = json.loads(state_file.read_text())
+                old = state["config"]
+                run.position = int(state["position"])
+                run.rows = int(state["rows"])
+                run.dim = None if state["dim"] is None else int(state["dim"])
+                run.chunks = list(state["chunks"])
+                run.skipped = list(state["skipped"])
+                if state.get("version") != _STATE_VERSION:
+                    raise ValueError("unknown version")
+            except (OSError, ValueError, KeyError, TypeError):
+                raise UserInputError(
+                    f"Cannot resume from {folder}: its state file is damaged; delete that "
+                    "folder to start over."
+                ) from None
+            for key, value in config.items():
+                if old.get(key) != value:
+                    raise UserInputError(
+                        f"Cannot resume {out}: the interrupted run used {key} "
+                        f"{old.get(key)!r}, not {value!r}; use the same settings, or delete "
+                        f"{folder} to start over."
+                    )
+            for c in run.chunks:
+                if not (folder / str(c["file"])).is_file():
+                    raise UserInputError(
+                        f"Cannot resume from {folder}: chunk {c['file']} is missing; delete "
+                        "that folder to start over."
+                    )
+        else:
+            if folder.exists() and not folder.is_dir():
+                raise UserInputError(f"Cannot use {folder}: it exists and is not a folder.")
+            try:
+                folder.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise UserInputError(f"Cannot create {folder} ({exc.strerror or exc}).") from exc
+            run._write_state()
+        return run
+
+    def _write_state(self) -> None:
+        state = {
+            "version": _STATE_VERSION,
+            "config": self.config,
+            "position": self.position,
+            "rows": self.rows,
+            "dim": self.dim,
+            "chunks": self.chunks,
+            "skipped": self.skipped,
+        }
+        atomic_write_text(self.folder / _STATE, json.dumps(state) + "\n")
+
+    def flush(self, pending: Sequence[_Pending]) -> None:
+        """Write the batches of `pending` not yet saved (idempotent: a batch whose position is
+        already in the state is left out), as one chunk file and then the new state."""
+        new = [b for b in pending if b.position > self.position]
+        if not new:
+            return
+        rows = [b for b in new if b.indices]
+        chunk: dict[str, Any] | None = None
+        if rows:
+            from safetensors.numpy import save_file
+
+            feats = np.concatenate([b.features for b in rows])  # (R, D)
+            name = f"chunk-{len(self.chunks):06d}.safetensors"
+            with atomic_path(self.folder / name) as tmp:
+                save_file(
+                    {
+                        "features": np.ascontiguousarray(feats, dtype=np.float32),
+                        "indices": np.asarray([i for b in rows for i in b.indices], np.int64),
+                        "labels": np.asarray([v for b in rows for v in b.labels], np.int64),
+                    },
+                    str(tmp),
+                )
+            chunk = {"file": name, "rows": int(feats.shape[0])}
+        # Only now does the state move on; until then the old state stays valid.
+        old = (self.position, self.rows, self.dim, len(self.chunks), len(self.skipped))
+        try:
+            if chunk is not None:
+                self.chunks.append(chunk)
+                self.rows += chunk["rows"]
+                self.dim = int(rows[0].features.shape[1])
+            for b in new:
+                self.skipped.extend([s.index, s.ident, s.reason] for s in b.skipped)
+            self.position = new[-1].position
+            self._write_state()
+        except BaseException:
+            self.position, self.rows, self.dim = old[0], old[1], old[2]
+            del self.chunks[old[3] :]
+            del self.skipped[old[4] :]
+            raise
+
+    def iter_chunks(self, key: str) -> Iterator[NDArray[Any]]:
+        from safetensors import safe_open
+
+        for c in self.chunks:
+            with safe_open(str(self.folder / str(c["file"])), framework="numpy") as f:
+                yield f.get_tensor(key)
+
+
+def source_dataset(ff: FeatureFile) -> ImageDataset:
+    """The dataset a feature file was made from, opened again from its provenance."""
+    spec = ff.provenance.get("dataset", "")
+    split = ff.provenance.get("dataset_split", "") or None
+    if not spec:
+        raise UserInputError(f"{ff.path} does not record its dataset.")
+    ds = load_dataset(spec, split=split)
+    size = ff.provenance.get("dataset_size")
+    if size is not None and size.isdigit() and int(size) != len(ds):
+        raise UserInputError(
+            f"dataset {spec} has {len(ds)} images now but had {size} when {ff.path} was made."
+        )
+    return ds
+
+
+def feature_images(
+    ff: FeatureFile, rows: Sequence[int], *, dataset: ImageDataset | None = None
+) -> list[Tensor]:
+    """The images of `rows` of a feature file, each (3, H, W) in [0, 1]: files by their path,
+    others by index from `dataset` (default: `source_dataset(ff)`, opened when first needed)."""
+    idents = ff.idents
+    out: list[Tensor] = []
+    for r in rows:
+        if not 0 <= r < len(ff):
+            raise UserInputError(f"row {r} is out of range: {ff.path} has {len(ff)} images.")
+        ident = idents[r]
+        if Path(ident).is_file():
+            out.append(load_image(ident))
+            continue
+        if dataset is None:
+            dataset = source_dataset(ff)
+        out.append(dataset[int(ff.indices[r])].image)
+    return out
+
+
+def _first_side(model: ConvModel, dataset: ImageDataset, order: Sequence[int]) -> int:
+    pre = model.preprocess
+    if pre.crop is not None:
+        return pre.crop
+    if pre.resize is not None:
+        return pre.resize
+    for i in order[:16]:
+        try:
+            return int(max(dataset[i].image.shape[-2:]))
+        except UserInputError:
+            continue
+    return 224
+
+
+def extract_features(
+    model: ConvModel,
+    dataset: ImageDataset | str | Path,
+    layer: str,
+    *,
+    out: Path,
+    pool: Pooling = "avg",
+    batch_size: int | None = None,
+    precision: Precision = "fp32",
+    channels_last: bool | None = None,
+    limit: int | None = None,
+    resume: bool = False,
+    on_progress: ProgressCallback = no_progress,
+) -> FeatureFile:
+    """Stream pooled features of `layer` for every image of `dataset` into `out`.
+
+    Args:
+        model: the network; `layer` is a dotted name or alias of it.
+        dataset: an `ImageDataset`, a built-in dataset name, or a folder of images.
+        out: the .safetensors file to write (atomically; replaced if it exists).
+        pool: "avg" or "max" over space, or "flatten" (C·H·W values per image).
+        batch_size: images per forward; None picks one from the input size (4 at 224 px).
+        precision: "fp32", or "bf16" autocast (faster on CPUs with bf16 support; inexact).
+        channels_last: feed channels-last input; None = for inputs of 64 px and more.
+        limit: only the first `limit` images of the dataset.
+        resume: continue an interrupted run into the same `out` (same settings required).
+        on_progress: receives a `Progress` per batch (task "features", unit "images").
+
+    Returns the written file, opened with `load_features` (memory-mapped). Unreadable images
+    are skipped and counted (`FeatureFile.skipped`); an empty dataset raises.
+    """
+    _check_options(pool, precision)
+    if batch_size is not None and batch_size < 1:
+        raise UserInputError(f"batch size must be at least 1, got {batch_size}.")
+    if limit is not None and limit < 1:
+        raise UserInputError(f"limit must be at least 1, got {limit}.")
+    given = dataset if isinstance(dataset, (str, Path)) else None
+    ds = load_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
+    n_all = len(ds)
+    if n_all == 0:
+        raise UserInputError(f"Dataset {ds.name} has no images.")
+    order = list(range(n_all if limit is None else min(limit, n_all)))
+    dotted = model.resolve(layer)
+    out = Path(out).expanduser()
+    if out.suffix.lower() != ".safetensors":
+        raise UserInputError(f"The output file must end in .safetensors, got {out.name}.")
+    if not out.parent.is_dir():
+        raise UserInputError(f"Cannot write {out}: the folder {out.parent} does not exist.")
+    spec, split = _dataset_spec(ds, given)
+    config: dict[str, Any] = {
+        "model": model.name,
+        "weights": str(model.source),
+        "layer": layer,
+        "layer_dotted": dotted,
+        "pool": pool,
+        "precision": precision,
+        "dataset": spec,
+        "dataset_split": split,
+        "dataset_size": n_all,
+        "count": len(order),
+    }
+    side = _first_side(model, ds, order)
+    bs = batch_size or auto_batch_size(side)
+    cl = side >= 64 if channels_last is None else channels_last
+    folder = partial_path(out)
+    run = _PartialRun.open(folder, config, resume=resume, out=out)
+
+    label_of = _label_lookup(ds)
+    shape: list[tuple[int, ...]] = []
+
+    def transform(image: Tensor) -> Tensor:  # (3, H, W) → (3, h, w), on the decoding thread
+        x = model.preprocess.geometry(image)
+        if not shape:
+            shape.append(tuple(x.shape))
+        elif tuple(x.shape) != shape[0]:
+            raise UserInputError(
+                f"images of different sizes {shape[0][1:]} and {tuple(x.shape[1:])} cannot be "
+                f"batched; {model.name}'s preprocessing has no crop, so use images of one size."
+            )
+        return x
+
+    start = run.position
+    total = len(order)
+    pending: list[_Pending] = []
+    pending_rows = 0
+    chunk_rows = 4096
+    skipped_so_far = len(run.skipped)
+    device = model.device
+    on_progress(Progress("features", start, total, "images", _skip_note(skipped_so_far)))
+    try:
+        for batch in iter_batches(ds, transform, bs, indices=order[start:]):
+            feats = np.empty((0, 0), dtype=np.float32)
+            if batch.indices:
+                x = model.preprocess.normalize(batch.images).to(device)  # (B, 3, h, w)
+                f = _forward_features(
+                    model, x, layer, pool=pool, precision=precision, channels_last=cl
+                )  # (B, D)
+                feats = f.numpy().astype(np.float32, copy=False)
+                if run.dim is not None and feats.shape[1] != run.dim:
+                    raise UserInputError(
+                        f"layer {layer} gave {feats.shape[1]} features for one batch and "
+                        f"{run.dim} for another; use a crop or pool='avg'."
+                    )
+                chunk_rows = max(256, _CHUNK_FLOATS // max(1, feats.shape[1]))
+            labels = [label_of(i) for i in batch.indices]
+            pending.append(
+                _Pending(start + batch.position, batch.indices, labels, feats, batch.skipped)
+            )
+            pending_rows += len(batch.indices)
+            skipped_so_far += len(batch.skipped)
+            if pending_rows >= chunk_rows:
+                run.flush(pending)
+                pending, pending_rows = [], 0
+            on_progress(
+                Progress(
+                    "features", start + batch.position, total, "images", _skip_note(skipped_so_far)
+                )
+            )
+        run.flush(pending)
+    except BaseException:
+        # Keep every finished batch, so that `resume` continues after the last one.
+        with contextlib.suppress(Exception):
+            run.flush(pending)
+        raise
+    if run.rows == 0:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(folder)
+        raise UserInputError(
+            f"None of the {total} images of {ds.name} could be read "
+            f"(first problem: {run.skipped[0][2] if run.skipped else 'unknown'})."
+        )
+    _finish(run, out, model, ds)
+    with contextlib.suppress(OSError):
+        shutil.rmtree(folder)
+    return load_features(out)
+
+
+def _skip_note(skipped: int) -> str:
+    return f"{skipped} skipped" if skipped else ""
+
+
+def _finish(
+    run: _PartialRun,
+    out: Path,
+    model: ConvModel,
+    ds: ImageDataset,
+) -> None:
+    """Stream the chunks of `run` into the final file."""
+    from convscope import __version__
+
+    n, d = run.rows, int(run.dim or 0)
+    indices = np.concatenate(list(run.iter_chunks("indices")))  # (N,)
+    labels = np.concatenate(list(run.iter_chunks("labels")))  # (N,)
+    idents = [ds.ident(int(i)) for i in indices]
+    if type(ds).__name__ == "ImageFolder":  # absolute, so the file works from anywhere
+        idents = [os.path.abspath(i) for i in idents]
+    cfg = run.config
+    classes = ds.classes
+    metadata = {
+        "format": FORMAT,
+        "convscope_version": __version__,
+        "model": str(cfg["model"]),
+        "weights": str(cfg["weights"]),
+        "weights_arg": weights_argument(model.source),
+        "layer": str(cfg["layer"]),
+        "layer_dotted": str(cfg["layer_dotted"]),
+        "pool": str(cfg["pool"]),
+        "precision": str(cfg["precision"]),
+        "dataset": str(cfg["dataset"]),
+        "dataset_split": str(cfg["dataset_split"]),
+        "dataset_size": str(cfg["dataset_size"]),
+        "classes": json.dumps(classes),
+        "idents": json.dumps(idents, ensure_ascii=False),
+        "skipped": str(len(run.skipped)),
+        "skipped_idents": json.dumps([s[1] for s in run.skipped], ensure_ascii=False),
+        "count": str(n),
+        "dim": str(d),
+    }
+    write_safetensors(
+        out,
+        [
+            StreamedTensor("indices", np.dtype(np.int64), (n,), lambda: [indices]),
+            StreamedTensor("labels", np.dtype(np.int64), (n,), lambda: [labels]),
+            StreamedTensor(
+                "features", np.dtype(np.float32), (n, d), lambda: run.iter_chunks("features")
+            ),
+        ],
+        metadata,
+    )
