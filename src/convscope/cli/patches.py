@@ -161,7 +161,7 @@ def top_patches_demo_section(ctx: DemoContext) -> Section:
     except WeightsUnavailableError as exc:
         return Section("Maximally activating patches", f"Skipped: {exc}")
     data = SampleCrops(64, size=256, seed=1)
-    top = scan_top_activations(vgg, data, "relu4_3", k=6, batch_size=4, precision="bf16")
+    top = scan_top_activations(vgg, data, "relu4_3", k=6, batch_size=4)
     # Channels whose six best patches are strongest on average: clear, consistent detectors.
     strongest = top.values.mean(dim=1).argsort(descending=True)[:6].tolist()
     fig = top_patches_figure(vgg, data, "relu4_3", top, strongest, guided=True, tile=88)
