@@ -148,3 +148,10 @@ def test_efficientnet_lite0_every_conv() -> None:
     names = conv_and_pool_layers(net.module)
     assert len(names) >= 49  # stem, 16 blocks of expand/depthwise/project, head
     check_model(net.module, names, 224)
+
+
+def test_smallnet_every_conv_and_pool() -> None:
+    net = load_model("smallnet")
+    names = conv_and_pool_layers(net.module)
+    assert names == ["conv1", "pool1", "conv2", "pool2", "conv3"]
+    check_model(net.module, names, 28)
