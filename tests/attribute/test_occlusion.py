@@ -78,6 +78,63 @@ class GlobalNet(nn.Module):
         return self.fc(self.pool(x).flatten(1))  # type: ignore[no-any-return]
 
 
+class ZooNet(nn.Module):
+    """Many local layer kinds: strided and dilated convs, padded max and avg pools, an in-place
+    ReLU, a strided 1×1 shortcut added in place, and a channel concat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(2)
+        self.conv1 = nn.Conv2d(3, 8, 5, stride=2, padding=2)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(3, 2, padding=1)
+        self.conv_a = nn.Conv2d(8, 8, 3, padding=1)
+        self.conv_b = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.down = nn.Conv2d(8, 8, 1, stride=2)
+        self.branch = nn.Conv2d(8, 4, 3, padding=2, dilation=2)
+        self.avg = nn.AvgPool2d(3, 1, padding=1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(12, 4)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.4)
+            self.fc.weight.mul_(0.1)  # probabilities away from 0 and 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool(self.relu(self.bn1(self.conv1(x))))
+        y = self.conv_b(self.relu(self.conv_a(x)))
+        y += self.down(x)
+        y = self.relu(y)
+        z = torch.cat([y, self.avg(self.branch(y))], dim=1)
+        return self.fc(self.gap(z).flatten(1))  # type: ignore[no-any-return]
+
+
+class AliasNet(nn.Module):
+    """An activation behind an identity whose input is also read by a residual add: running
+    it in place would corrupt the add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.same = nn.Identity()
+        self.act = nn.ReLU6()
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.act2 = nn.ReLU6()
+        self.fc = nn.Linear(4, 3)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            self.fc.weight.mul_(0.1)  # probabilities away from 0 and 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        z = self.act(self.same(y)) + y
+        z = self.act2(self.conv2(z))  # this one may run in place
+        return self.fc(z.mean(dim=(2, 3)))  # type: ignore[no-any-return]
+
+
 class BranchyNet(nn.Module):
     """Data-dependent control flow: torch.fx cannot trace it (falls back to full forwards)."""
 
@@ -221,6 +278,39 @@ def test_global_ops_end_the_skipped_part_and_stay_exact() -> None:
     with torch.inference_mode():
         plan = occ._Plan.build(traced, x, positions, (6, 6), 6, 1.0, torch.contiguous_format)
     assert [s.node.name for s in plan.steps] == ["x", "conv1", "bn", "act"]
+
+
+def test_many_layer_kinds_run_on_crops_and_stay_exact() -> None:
+    model = _model(ZooNet(), "zoo", 4)
+    x = _images(1, 40, seed=11)
+    t = [ClassTarget(1)]
+    ref = occ._occlusion_loop(model, x, t, window=6, stride=3)
+    got = occ._occlusion(model, x, t, window=6, stride=3, switch_fraction=1.0)
+    assert float((got - ref).abs().max()) <= 1e-5
+    assert float(ref.abs().max()) > 1e-3
+    traced = occ._Traced.trace(model.module)
+    assert traced is not None
+    positions = occ._positions(40, 40, 6, 3)
+    with torch.inference_mode():
+        plan = occ._Plan.build(traced, x, positions, (13, 13), 6, 1.0, torch.contiguous_format)
+    assert plan.steps[-1].node.name == "cat"  # everything before the global pool
+    assert len(plan.steps) == 14
+
+
+def test_activations_run_in_place_only_on_unshared_fresh_tensors() -> None:
+    model = _model(AliasNet(), "alias", 3)
+    traced = occ._Traced.trace(model.module)
+    assert traced is not None
+    by_name = {n.name: n for n in traced.nodes}
+    assert occ._in_place(traced, by_name["act"]) is None
+    assert occ._in_place(traced, by_name["act2"]) is not None
+    x = _images(1, 20, seed=12)
+    t = [ClassTarget(1)]
+    ref = occ._occlusion_loop(model, x, t, window=4, stride=2)
+    for fraction in (0.0, 1.0):  # whole forwards only, and crops up to the mean
+        got = occ._occlusion(model, x, t, window=4, stride=2, switch_fraction=fraction)
+        assert float((got - ref).abs().max()) <= 1e-5
+    assert float(ref.abs().max()) > 1e-3
 
 
 def test_untraceable_models_and_neuron_targets_use_full_forwards(tiny: ConvModel) -> None:

@@ -31,13 +31,16 @@ How it is fast, in "exact" mode:
 Modes:
 - "exact": float32. The map equals the straightforward loop (`_occlusion_loop`: one float32
   forward per window position, batch 1, with the model as loaded) within 1e-5 (max abs
-  difference); for EfficientNet-Lite0 at 224 px it is about 4e-7.
-- "fast": additionally folds each eval-mode BatchNorm into the convolution before it, and runs
-  in reduced precision where the hardware has it natively: bfloat16 autocast on CPUs with
-  AVX-512 BF16 / AMX, bfloat16 (or float16) on CUDA. On CPUs without native bfloat16 (where
-  oneDNN's reference bf16 kernels are ~10× slower than float32) it stays in float32. Tolerance:
-  max abs difference from the exact map ≤ `FAST_TOLERANCE` = 0.02 (in probability); measured
-  with bfloat16 on EfficientNet-Lite0 at 224 px: BF16_MEASURED; about 1e-6 in float32.
+  difference); for EfficientNet-Lite0 at 224 px, window 16, stride 8 it is about 4e-7.
+- "fast": also folds each eval-mode BatchNorm into the convolution before it (on the private
+  copy), and runs in reduced precision where the hardware has it natively: bfloat16 autocast
+  on CPUs with AVX-512 BF16 / AMX, bfloat16 (or float16) on CUDA — except the pooled
+  classifier after the last spatial layer, which stays float32 (in bfloat16 the 1280-input fc
+  of EfficientNet-Lite0 alone cost up to 0.013 in probability). On CPUs without native
+  bfloat16 (oneDNN's reference bf16 kernels are ~10× slower than float32) it stays float32.
+  Tolerance: max abs difference from the exact map ≤ `FAST_TOLERANCE` = 0.02 (probability).
+  Measured with bfloat16 on EfficientNet-Lite0 at 224 px: per-window drops within 0.012 of
+  float32 on the six bundled photos (every 23rd window of 729); about 1e-6 in float32.
 """
 
 from __future__ import annotations
@@ -486,6 +489,17 @@ class _LeafTracer(fx.Tracer):
         )
 
 
+def _close(got: Tensor, want: Tensor) -> bool:
+    """Equal up to float rounding: same shape, max abs difference ≤ `_PLAN_TOLERANCE` × the
+    largest magnitude (a wrong computation is off by the size of the values themselves)."""
+    if got.shape != want.shape:
+        return False
+    if got.numel() == 0:
+        return True
+    scale = float(want.abs().max())
+    return float((got - want).abs().max()) <= _PLAN_TOLERANCE * scale
+
+
 def _fetch(root: nn.Module, target: str) -> Any:
     obj: Any = root
     for part in target.split("."):
@@ -522,12 +536,7 @@ class _Traced:
         except Exception:
             return False
         got = env[self.nodes[-1]]
-        return (
-            isinstance(got, Tensor)
-            and isinstance(want, Tensor)
-            and got.shape == want.shape
-            and torch.allclose(got, want, rtol=1e-5, atol=1e-6)
-        )
+        return isinstance(got, Tensor) and isinstance(want, Tensor) and _close(got, want)
 
     def run(self, node: fx.Node, env: dict[fx.Node, Any]) -> Any:
         """Execute one node with its inputs taken from `env`."""
@@ -734,7 +743,7 @@ def _padded_twin(m: nn.Module, inp: Tensor, out: Tensor) -> Callable[[Tensor], T
         twin = fn(inp)
     except Exception:
         return None
-    if twin.shape != out.shape or not torch.allclose(twin, out, rtol=1e-5, atol=1e-6):
+    if not _close(twin, out):
         return None
     return fn
 
@@ -778,7 +787,7 @@ def _window_step(node: fx.Node, m: nn.Module, inp: Tensor, out: Tensor) -> _Step
         twin = fn(F.pad(inp, list(pad), value=pad_value))
     except Exception:
         return None
-    if twin.shape != out.shape or not torch.allclose(twin, out, rtol=1e-5, atol=1e-6):
+    if not _close(twin, out):
         return None
     if geometry == ((1, 1, 0), (1, 1, 0)):  # a 1×1 conv: pointwise on crops
         return _Step(node, "pointwise", (node.args[0],), window_fn=fn)  # type: ignore[arg-type]
@@ -792,6 +801,53 @@ def _window_step(node: fx.Node, m: nn.Module, inp: Tensor, out: Tensor) -> _Step
     )
 
 
+_FRESH_MODULES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
+_FRESH_FUNCTIONS: frozenset[Any] = frozenset(
+    {operator.add, operator.sub, operator.mul, torch.add, torch.sub, torch.mul, torch.cat}
+)
+
+
+def _in_place(traced: _Traced, node: fx.Node) -> Callable[[Tensor], Tensor] | None:
+    """The in-place twin of an activation module, when its input is a fresh tensor (a conv,
+    BN or add output) that nothing else reads: the same arithmetic without allocating (and
+    page-faulting) a new map per call."""
+    if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+        return None
+    src = node.args[0]
+    if not isinstance(src, fx.Node) or len(src.users) != 1:
+        return None
+    # Look through ops that hand back their input (a folded BN's identity, eval dropout).
+    while src.op == "call_module" and isinstance(
+        traced.modules[str(src.target)], (nn.Identity, nn.Dropout, nn.Dropout2d)
+    ):
+        up = src.args[0] if len(src.args) == 1 else None
+        if not isinstance(up, fx.Node) or len(up.users) != 1:
+            return None
+        src = up
+    fresh = (
+        src.op == "call_module" and isinstance(traced.modules[str(src.target)], _FRESH_MODULES)
+    ) or (src.op == "call_function" and src.target in _FRESH_FUNCTIONS)
+    if not fresh:
+        return None
+    m = traced.modules[str(node.target)]
+    kind = type(m)
+    if kind is nn.ReLU:
+        return torch.relu_
+    if kind is nn.ReLU6:
+        return lambda t: F.hardtanh_(t, 0.0, 6.0)
+    if isinstance(m, nn.Hardtanh) and kind is nn.Hardtanh:
+        lo, hi = float(m.min_val), float(m.max_val)
+        return lambda t: F.hardtanh_(t, lo, hi)
+    if isinstance(m, nn.LeakyReLU) and kind is nn.LeakyReLU:
+        slope = float(m.negative_slope)
+        return lambda t: F.leaky_relu_(t, slope)
+    if kind is nn.SiLU:
+        return lambda t: F.silu(t, inplace=True)
+    if kind is nn.Hardswish:
+        return lambda t: F.hardswish(t, inplace=True)
+    return None
+
+
 def _influence(lo: int, hi: int, axis: _Axis, n_out: int) -> tuple[int, int]:
     """Output units whose taps meet input rows [lo, hi)."""
     k, s, a = axis
@@ -803,10 +859,11 @@ def _influence(lo: int, hi: int, axis: _Axis, n_out: int) -> tuple[int, int]:
 def _crop_starts(
     boxes: list[_Box], hn: int, wn: int
 ) -> tuple[tuple[int, int], list[tuple[int, int]]]:
-    """One crop size for all masks (the largest box) and each mask's crop start, kept inside."""
-    h = max(b[1] - b[0] for b in boxes)
-    w = max(b[3] - b[2] for b in boxes)
-    return (h, w), [(min(b[0], hn - h), min(b[2], wn - w)) for b in boxes]
+    """One crop size for all masks (the largest box, at least 1×1) and each mask's crop start,
+    kept inside the map."""
+    h = max(1, *(b[1] - b[0] for b in boxes))
+    w = max(1, *(b[3] - b[2] for b in boxes))
+    return (h, w), [(max(0, min(b[0], hn - h)), max(0, min(b[2], wn - w))) for b in boxes]
 
 
 @dataclass
@@ -818,6 +875,8 @@ class _Plan:
     rest: list[fx.Node]  # run whole, batched
     live: list[fx.Node]  # prefix values the rest reads
     twins: dict[fx.Node, Callable[[Tensor], Tensor]]  # rest convs run as one padded conv
+    tail: frozenset[fx.Node]  # the pooled classifier: float32 in fast mode
+    in_place: dict[fx.Node, Callable[[Tensor], Tensor]]  # activations run in place
     positions: Sequence[tuple[int, int]]
     window: int
     fmt: torch.memory_format
@@ -883,10 +942,18 @@ class _Plan:
         live = [s.node for s in steps if any(u not in inside for u in s.node.users)]
         _plan_gathers(steps, live, values)
         twins = {n: f for n, f in twins.items() if n not in inside}
-        return _Plan(traced, steps, rest, live, twins, positions, window, fmt)
+        tail = _classifier_tail(traced, values) - inside
+        in_place = {}
+        for node in traced.nodes:
+            if node not in tail and node not in live:
+                fn = _in_place(traced, node)
+                if fn is not None:
+                    in_place[node] = fn
+        return _Plan(traced, steps, rest, live, twins, tail, in_place, positions, window, fmt)
 
     def _agrees(self, values: dict[fx.Node, Any], clean: Tensor, grid: tuple[int, int]) -> bool:
-        """Incremental scores equal full forwards on the corner and centre windows?"""
+        """Do the maps the plan pastes together equal whole forwards, on the corner and centre
+        windows?"""
         n = len(self.positions)
         rows, cols = grid
         check = sorted({0, cols - 1, n - cols, n - 1, (rows // 2) * cols + cols // 2})
@@ -914,26 +981,62 @@ class _Plan:
                 env[node] = self.traced.run(node, env)
                 if node in remaining:
                     remaining.discard(node)
-                    want = env[node]
-                    scale = float(want.abs().max()) + 1e-12
-                    if float((got[node] - want).abs().max()) > _PLAN_TOLERANCE * scale:
+                    if not _close(got[node], env[node]):
                         return False
         except Exception:
             return False
         return True
 
 
-def _clean_values(traced: _Traced, clean: Tensor) -> dict[fx.Node, Any]:
-    """Every node's value on the clean image (copies, so later in-place ops cannot touch)."""
-    env: dict[fx.Node, Any] = {}
-    kept: dict[fx.Node, Any] = {}
-    env[traced.nodes[0]] = clean
-    kept[traced.nodes[0]] = clean
+def _clean_values(
+    traced: _Traced,
+    clean: Tensor,
+    precision: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    tail: frozenset[fx.Node] = frozenset(),
+) -> dict[fx.Node, Any]:
+    """Every node's value on the clean image (copies, so later in-place ops cannot touch
+    them), under `precision` except for the `tail`, which runs in float32."""
+    env: dict[fx.Node, Any] = {traced.nodes[0]: clean}
+    kept: dict[fx.Node, Any] = {traced.nodes[0]: clean}
+    with precision():
+        for node in traced.nodes[1:]:
+            if node in tail:
+                break
+            v = traced.run(node, env)
+            env[node] = v
+            kept[node] = v.clone() if isinstance(v, Tensor) else v
     for node in traced.nodes[1:]:
-        v = traced.run(node, env)
-        env[node] = v
-        kept[node] = v.clone() if isinstance(v, Tensor) else v
+        if node in tail:
+            v = _run_float32(traced, node, env)
+            env[node] = v
+            kept[node] = v.clone() if isinstance(v, Tensor) else v
     return kept
+
+
+def _run_float32(traced: _Traced, node: fx.Node, env: dict[fx.Node, Any]) -> Any:
+    """Run `node` outside autocast, its reduced-precision inputs cast to float32."""
+
+    def wide(v: Any) -> Any:
+        if isinstance(v, Tensor) and v.dtype in (torch.bfloat16, torch.float16):
+            return v.float()
+        return v
+
+    inputs = {n: wide(env[n]) for n in node.all_input_nodes}
+    device = next((v.device.type for v in inputs.values() if isinstance(v, Tensor)), "cpu")
+    with torch.autocast(device, enabled=False):
+        return traced.run(node, inputs)
+
+
+def _classifier_tail(traced: _Traced, values: dict[fx.Node, Any]) -> frozenset[fx.Node]:
+    """The nodes after the last one with a spatial map larger than 1×1: the pooled classifier,
+    which fast mode runs in float32 (in bfloat16, EfficientNet-Lite0's 1280-input fc alone
+    costs up to 0.01 in probability)."""
+    last = 0
+    for i, node in enumerate(traced.nodes):
+        v = values.get(node)
+        if isinstance(v, Tensor) and v.dim() >= 3 and int(v.shape[-2]) * int(v.shape[-1]) > 1:
+            last = i
+    return frozenset(traced.nodes[last + 1 :])
 
 
 def _place(
@@ -1097,8 +1200,7 @@ class _IncrementalRunner(_Runner):
         self.index = target.index
         traced = plan.traced
         if values is None:
-            with precision():
-                values = _clean_values(traced, clean)
+            values = _clean_values(traced, clean, precision, plan.tail)
         logits = values[traced.nodes[-1]]
         if not isinstance(logits, Tensor) or logits.dim() != 2:
             raise UserInputError(
@@ -1165,14 +1267,19 @@ class _IncrementalRunner(_Runner):
         plan, traced = self.plan, self.plan.traced
         with self.precision():
             env = self.live(idx)
-            twins = plan.twins
+            twins, tail, in_place = plan.twins, plan.tail, plan.in_place
             for node in plan.rest:
-                twin = twins.get(node)
-                if twin is None:
+                if node in tail:
+                    break
+                fn = twins.get(node) or in_place.get(node)
+                if fn is None:
                     env[node] = traced.run(node, env)
                 else:
-                    env[node] = twin(env[node.args[0]])  # type: ignore[index]
-            logits = env[traced.nodes[-1]]
+                    env[node] = fn(env[node.args[0]])  # type: ignore[index]
+        for node in plan.rest:
+            if node in tail:
+                env[node] = _run_float32(traced, node, env)
+        logits = env[traced.nodes[-1]]
         p = logits.float().softmax(1)[:, self.index]
         return [self.p0 - v for v in p.tolist()]
 
@@ -1188,6 +1295,9 @@ class _IncrementalRunner(_Runner):
             return step.window_fn(x_in)
         if step.kind == "pointwise" and step.window_fn is not None:  # 1×1 conv
             return step.window_fn(crops[step.sources[0]])
+        fn = self.plan.in_place.get(step.node)
+        if fn is not None:
+            return fn(crops[step.sources[0]])
         inputs: dict[fx.Node, Any] = {}
         for s in step.sources:
             gs = step.gathers.get(s)
