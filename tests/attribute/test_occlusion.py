@@ -16,6 +16,7 @@ from convscope.attribute.targets import ClassTarget, NeuronTarget
 from convscope.errors import UserInputError
 from convscope.events import Progress
 from convscope.models.base import ConvModel, Preprocess, WeightSource
+from convscope.probe import capture
 from convscope.testing import all_hooks, same_state, state_copy
 
 
@@ -68,6 +69,7 @@ class GlobalNet(nn.Module):
         for p in self.parameters():
             with torch.no_grad():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        assert self.bn.running_mean is not None and self.bn.running_var is not None
         self.bn.running_mean.uniform_(-0.2, 0.2, generator=g)
         self.bn.running_var.uniform_(0.5, 1.5, generator=g)
 
@@ -332,9 +334,7 @@ def test_a_neuron_without_position_is_scored_where_the_clean_image_peaks(
 ) -> None:
     x = _images(1, 16, seed=6)
     with torch.inference_mode():
-        act = tiny.module.relu2(
-            tiny.module.conv2(tiny.module.pool1(tiny.module.relu1(tiny.module.conv1(x))))
-        )  # type: ignore[operator]
+        act = capture(tiny, x, ["relu2"])["relu2"]
     y, xx = divmod(int(act[0, 1].flatten().argmax()), int(act.shape[-1]))
     free = occ._occlusion(tiny, x, [NeuronTarget("relu2", 1)], window=4, stride=2)
     fixed = occ._occlusion(tiny, x, [NeuronTarget("relu2", 1, (y, xx))], window=4, stride=2)
