@@ -396,7 +396,36 @@ def test_fast_mode_is_within_its_tolerance(tiny: ConvModel) -> None:
     assert float((fast - exact).abs().max()) <= FAST_TOLERANCE
 
 
-def test_fast_mode_folds_batchnorm_into_a_private_copy() -> None:
+def test_batchnorm_folding_is_exact_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both modes fold BN into the conv before it; exact mode still equals the loop. A neuron
+    target at that conv (whose output folding changes) makes occlusion run unfolded."""
+    model = _model(GlobalNet(), "global", 5)
+    x = _images(1, 24, seed=3)
+    folds: list[bool] = []
+    real = occ._working_copy
+
+    def spy(m: ConvModel, *, channels_last: bool, fold: bool = False) -> ConvModel:
+        folds.append(fold)
+        return real(m, channels_last=channels_last, fold=fold)
+
+    monkeypatch.setattr(occ, "_working_copy", spy)
+    t: list[ClassTarget | NeuronTarget] = [ClassTarget(3)]
+    ref = occ._occlusion_loop(model, x, t, window=6, stride=3)
+    got = occ._occlusion(model, x, t, window=6, stride=3)
+    assert folds == [True]  # the folded copy scored the clean image as the model does
+    assert float((got - ref).abs().max()) <= 1e-5 and float(ref.abs().max()) > 1e-3
+    for layer in ("conv1", "bn"):
+        folds.clear()
+        t = [NeuronTarget(layer, 3, (4, 5))]
+        ref = occ._occlusion_loop(model, x, t, window=6, stride=3)
+        got = occ._occlusion(model, x, t, window=6, stride=3)
+        # conv1's own output changes when bn is folded into it: checked, and run unfolded.
+        assert folds == ([True, False] if layer == "conv1" else [True])
+        assert float((got - ref).abs().max()) <= 1e-5 * max(1.0, float(ref.abs().max()))
+        assert float(ref.abs().max()) > 1e-3
+
+
+def test_folding_batchnorm_makes_a_private_copy() -> None:
     model = _model(GlobalNet(), "global", 5)
     before = state_copy(model.module)
     work = occ._working_copy(model, channels_last=True, fold=True)
