@@ -36,7 +36,9 @@ def test_package_attr_and_weights(tmp_path: Path) -> None:
     assert isinstance(load_model("convscope.testing:tiny_model"), ConvModel)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_torchscript(tmp_path: Path) -> None:
+    """Users still hold TorchScript files; making one needs the deprecated scripter."""
     path = tmp_path / "net.pt"
     torch.jit.script(TinyNet()).save(str(path))
     cm = load_model(str(path))
