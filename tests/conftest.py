@@ -32,5 +32,16 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test: tiny forwards avoid OpenMP hand-offs, which stall on a
+    shared 2-core machine, and give the same bits every run. Modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny() -> ConvModel:
     return tiny_model()

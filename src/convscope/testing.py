@@ -17,13 +17,23 @@ conv1 = (r, g, b, -r); relu1 = (r, g, b, 0); conv2 = (r + g, b); logits ≈ (r +
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import torch
 from torch import nn
 
 from convscope.models.base import ConvModel, Preprocess, WeightSource
 from convscope.models.registry import register
 
-__all__ = ["TinyNet", "all_hooks", "same_state", "state_copy", "tiny_model"]
+__all__ = [
+    "TinyNet",
+    "all_hooks",
+    "assert_one_sentence",
+    "run_cli",
+    "same_state",
+    "state_copy",
+    "tiny_model",
+]
 
 
 class TinyNet(nn.Module):
@@ -114,3 +124,29 @@ def state_copy(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class _Capture(Protocol):
+    """What `run_cli` needs of pytest's `capsys` fixture."""
+
+    def readouterr(self) -> Any: ...
+
+
+def run_cli(capture: _Capture, *args: str) -> tuple[int, str, str]:
+    """Run `convscope ARGS...` in-process: (exit code, stdout, stderr), read through a pytest
+    capture fixture (`capsys`)."""
+    from convscope.cli import main
+
+    code = main(list(args))
+    cap = capture.readouterr()
+    return code, str(cap.out), str(cap.err)
+
+
+def assert_one_sentence(err: str) -> str:
+    """Assert that `err` is the CLI's bad-input report: one line, "Error: ..." ending like a
+    sentence, no traceback. Returns the line."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("Error: ") and lines[0].rstrip().endswith((".", "?", ")")), err
+    return lines[0]

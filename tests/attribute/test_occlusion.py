@@ -3,8 +3,6 @@ fast mode's tolerance, fills, bad input, and no side effects."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -19,14 +17,7 @@ from convscope.models.base import ConvModel, Preprocess, WeightSource
 from convscope.probe import capture
 from convscope.testing import all_hooks, same_state, state_copy
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These forwards are tiny: one thread avoids OpenMP hand-offs on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 IDENTITY = Preprocess(resize=None, crop=None, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))

@@ -8,20 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from convscope.cli import main
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def assert_one_sentence(err: str) -> None:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert lines[0].startswith("Error: ")
+from convscope.testing import assert_one_sentence, run_cli
 
 
 @pytest.fixture
@@ -32,7 +19,7 @@ def png(tmp_path: Path) -> Path:
 
 
 def test_models_lists_offline_status(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "models", "--json")
+    code, out, _ = run_cli(capsys, "models", "--json")
     assert code == 0
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["tiny"]["offline"] is True
@@ -41,40 +28,40 @@ def test_models_lists_offline_status(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_layers_table(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "layers", "tiny", "--size", "8", "--json")
+    code, out, _ = run_cli(capsys, "layers", "tiny", "--size", "8", "--json")
     assert code == 0
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["pool1"]["shape"] == [1, 4, 4, 4]
     assert rows["relu2"]["alias"] == "act"
-    code, out, _ = run(capsys, "layers", "tiny", "--size", "8", "--layer", "act")
+    code, out, _ = run_cli(capsys, "layers", "tiny", "--size", "8", "--layer", "act")
     assert code == 0 and "relu2" in out and "conv1" not in out
 
 
 def test_layers_without_offline_weights_still_shows_shapes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, out, _ = run(capsys, "layers", "squeezenet1_1", "--size", "64", "--json")
+    code, out, _ = run_cli(capsys, "layers", "squeezenet1_1", "--size", "64", "--json")
     assert code == 0
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["features.0"]["shape"] == [1, 64, 31, 31]
 
 
 def test_classify_tiny(capsys: pytest.CaptureFixture[str], png: Path, tmp_path: Path) -> None:
-    code, out, _ = run(capsys, "classify", str(png), "--model", "tiny", "--top", "2", "--json")
+    code, out, _ = run_cli(capsys, "classify", str(png), "--model", "tiny", "--top", "2", "--json")
     assert code == 0
     result = json.loads(out)
     assert result[0]["predictions"][0]["name"] == "warm"
     assert len(result[0]["predictions"]) == 2
     target = tmp_path / "out.json"
-    code, _, _ = run(capsys, "classify", str(png), "--model", "tiny", "--out", str(target))
+    code, _, _ = run_cli(capsys, "classify", str(png), "--model", "tiny", "--out", str(target))
     assert code == 0 and json.loads(target.read_text())[0]["image"] == str(png)
-    code, out, _ = run(capsys, "classify", str(png), "--model", "tiny")
+    code, out, _ = run_cli(capsys, "classify", str(png), "--model", "tiny")
     assert code == 0 and "warm" in out
 
 
 def test_help_on_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     for cmd in ("models", "layers", "classify", "demo"):
-        code, out, _ = run(capsys, cmd, "--help")
+        code, out, _ = run_cli(capsys, cmd, "--help")
         assert code == 0 and "Usage" in out
 
 
@@ -87,9 +74,9 @@ def test_internal_error_exits_1_with_hint(
         raise ZeroDivisionError("oops")
 
     monkeypatch.setattr(zoo, "open_model", broken)
-    code, _, err = run(capsys, "classify", str(png), "--model", "tiny")
+    code, _, err = run_cli(capsys, "classify", str(png), "--model", "tiny")
     assert code == 1 and "--debug" in err and "Traceback" not in err
-    code, _, err = run(capsys, "classify", str(png), "--model", "tiny", "--debug")
+    code, _, err = run_cli(capsys, "classify", str(png), "--model", "tiny", "--debug")
     assert code == 1 and "Traceback" in err
 
 
@@ -144,7 +131,7 @@ def test_bad_input_exits_2_with_one_sentence(
     args = [*BAD_INPUTS[case](inputs)]
     if args[0] == "classify":
         args += ["--out", str(out_file)]
-    code, _, err = run(capsys, *args)
+    code, _, err = run_cli(capsys, *args)
     assert code == 2, err
     assert_one_sentence(err)
     assert not out_file.exists()
@@ -154,13 +141,13 @@ def test_bad_input_exits_2_with_one_sentence(
 def test_huge_image_guard_can_be_raised(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = tmp_path / "big.png"
     Image.new("RGB", (300, 300), (0, 0, 255)).save(path)
-    code, _, err = run(capsys, "classify", str(path), "--model", "tiny", "--max-pixels", "1000")
+    code, _, err = run_cli(capsys, "classify", str(path), "--model", "tiny", "--max-pixels", "1000")
     assert code == 2 and "--max-pixels" in err
-    code, _, _ = run(capsys, "classify", str(path), "--model", "tiny", "--max-pixels", "100000")
+    code, _, _ = run_cli(capsys, "classify", str(path), "--model", "tiny", "--max-pixels", "100000")
     assert code == 0
 
 
 def test_demo_refuses_a_file_as_out(capsys: pytest.CaptureFixture[str], png: Path) -> None:
-    code, _, err = run(capsys, "demo", "--out", str(png))
+    code, _, err = run_cli(capsys, "demo", "--out", str(png))
     assert code == 2
     assert_one_sentence(err)

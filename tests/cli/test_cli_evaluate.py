@@ -10,20 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convscope.cli import main
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def assert_one_sentence(err: str) -> None:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert lines[0].startswith("Error: ")
+from convscope.testing import assert_one_sentence, run_cli
 
 
 def _square(path: Path, size: int = 32, color: tuple[int, int, int] = (230, 40, 30)) -> Path:
@@ -45,7 +32,7 @@ def test_segment_writes_mask_and_cutout(
     capsys: pytest.CaptureFixture[str], square: Path, tmp_path: Path
 ) -> None:
     mask_path, cut_path = tmp_path / "mask.png", tmp_path / "cut.png"
-    code, _, err = run(
+    code, _, err = run_cli(
         capsys,
         "segment", str(square), "--model", "tiny", "--target", "warm",
         "--out", str(mask_path), "--cutout", str(cut_path),
@@ -63,7 +50,7 @@ def test_segment_writes_mask_and_cutout(
         alpha = np.array(im)[..., 3]
     assert np.array_equal(alpha > 0, mask)
     # Thresholds are options.
-    code, _, err = run(
+    code, _, err = run_cli(
         capsys,
         "segment", str(square), "--model", "tiny", "--out", str(mask_path),
         "--fg-quantile", "0.9", "--probable-fg-quantile", "0.8", "--bg-quantile", "0.5",
@@ -78,7 +65,7 @@ def test_faithfulness_table_json_plot_and_sanity(
 ) -> None:
     other = _square(tmp_path / "other.png", size=24, color=(240, 200, 20))
     plot = tmp_path / "curves.png"
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys,
         "faithfulness", str(square), str(other), "--model", "tiny",
         "--methods", "gradient,gradcam", "--steps", "4", "--random-maps", "2",
@@ -94,7 +81,7 @@ def test_faithfulness_table_json_plot_and_sanity(
     assert data["steps"] == 4 and len(data["curves"][0]["deletion"]) == 5
     with Image.open(plot) as im:
         assert im.size[0] >= 800
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys,
         "faithfulness", str(square), "--model", "tiny", "--methods", "gradient",
         "--steps", "4", "--sanity", "--quiet",
@@ -103,7 +90,7 @@ def test_faithfulness_table_json_plot_and_sanity(
     assert "deletion AUC" in out and "random" in out
     assert "Spearman" in out and "fc" in out and "conv1" in out
     assert "changes with the model" in out or "insensitive to the model" in out
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys,
         "faithfulness", str(square), "--model", "tiny", "--methods", "gradient",
         "--steps", "2", "--sanity", "--json",
@@ -116,7 +103,7 @@ def test_faithfulness_table_json_plot_and_sanity(
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     for cmd in ("segment", "faithfulness"):
-        code, out, _ = run(capsys, cmd, "--help")
+        code, out, _ = run_cli(capsys, cmd, "--help")
         assert code == 0 and "Usage" in out
 
 
@@ -162,7 +149,7 @@ def test_bad_inputs_exit_2_with_one_sentence_and_no_output(
     ]
     if args[0] == "faithfulness":
         argv += ["--steps", "2"] if "--steps" not in args else []
-    code, _, err = run(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert code == 2, err
     assert_one_sentence(err)
     assert hint in err

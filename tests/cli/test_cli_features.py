@@ -15,22 +15,9 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from convscope.cli import features as cli_features
-from convscope.cli import main
 from convscope.events import Progress
 from convscope.inspect.features import load_features, partial_path
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def assert_one_sentence(err: str) -> None:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert lines[0].startswith("Error: ")
+from convscope.testing import assert_one_sentence, run_cli
 
 
 @pytest.fixture
@@ -49,7 +36,7 @@ def folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def index(tmp_path: Path, folder: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     out = tmp_path / "feats.safetensors"
-    code, stdout, err = run(
+    code, stdout, err = run_cli(
         capsys, "features", str(folder), "--model", "tiny", "--layer", "conv1", "--out", str(out)
     )
     assert code == 0, err
@@ -67,7 +54,7 @@ def test_features_builtin_dataset_with_smallnet(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "d.safetensors"
-    code, stdout, err = run(
+    code, stdout, err = run_cli(
         capsys, "features", "digits", "--model", "smallnet", "--limit", "40", "--out", str(out),
         "--batch-size", "16", "--quiet",
     )  # fmt: skip
@@ -100,15 +87,15 @@ def test_features_ctrl_c_then_resume(
     out = tmp_path / "f.safetensors"
     args = ["features", str(folder), "-m", "tiny", "-l", "act", "-o", str(out), "--batch-size", "2"]
     monkeypatch.setattr(cli_features, "extract_features", interrupted)
-    code, _, err = run(capsys, *args)
+    code, _, err = run_cli(capsys, *args)
     assert code == 130
     assert "--resume" in err and "4 images are saved" in err
     assert not out.exists() and partial_path(out).is_dir()
     monkeypatch.setattr(cli_features, "extract_features", real)
-    code, _, err = run(capsys, *args)  # without --resume: refused, nothing lost
+    code, _, err = run_cli(capsys, *args)  # without --resume: refused, nothing lost
     assert code == 2 and "--resume" in err
     assert_one_sentence(err)
-    code, stdout, err = run(capsys, *args, "--resume")
+    code, stdout, err = run_cli(capsys, *args, "--resume")
     assert code == 0, err
     assert "6 images" in stdout and not partial_path(out).exists()
 
@@ -124,7 +111,7 @@ def test_features_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         ["features", "digits", "-m", "tiny", "-o", str(tmp_path / "f.npz")],
         ["features", "digits", "-m", "tiny", "-o", str(tmp_path / "no" / "f.safetensors")],
     ):
-        code, _, err = run(capsys, *args)
+        code, _, err = run_cli(capsys, *args)
         assert code == 2, err
         assert_one_sentence(err)
     assert not out.exists() and not partial_path(out).exists()
@@ -135,7 +122,7 @@ def test_neighbors_figure(
 ) -> None:
     fig = tmp_path / "nb.png"
     query = str(folder / "warm" / "0.png")
-    code, stdout, err = run(
+    code, stdout, err = run_cli(
         capsys, "neighbors", "@0", query, "--index", str(index), "--k", "3", "--pixels",
         "--out", str(fig), "--metric", "cosine",
     )  # fmt: skip
@@ -143,7 +130,9 @@ def test_neighbors_figure(
     assert "2 queries × 3 neighbours" in stdout
     with Image.open(fig) as im:
         assert im.width > 4 * 112 and im.height > 4 * 112  # 4 rows (2 queries × 2 spaces)
-    code, _, err = run(capsys, "neighbors", "@5", "--index", str(index), "--k", "5", "-o", str(fig))
+    code, _, err = run_cli(
+        capsys, "neighbors", "@5", "--index", str(index), "--k", "5", "-o", str(fig)
+    )
     assert code == 0, err
 
 
@@ -167,7 +156,7 @@ def test_neighbors_bad_inputs(
     }
     for needle, args in cases.items():
         k = [] if "--k" in args else ["--k", "2"]
-        code, _, err = run(capsys, "neighbors", *args, *k, "--out", str(fig))
+        code, _, err = run_cli(capsys, "neighbors", *args, *k, "--out", str(fig))
         assert code == 2, (needle, err)
         assert_one_sentence(err)
         assert needle in err, (needle, err)
@@ -178,7 +167,7 @@ def test_embed_pca_png_and_html(
     tmp_path: Path, index: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     png, page = tmp_path / "map.png", tmp_path / "map.html"
-    code, stdout, err = run(
+    code, stdout, err = run_cli(
         capsys, "embed", str(index), "--method", "pca", "--out", str(png), "--html", str(page),
         "--size", "300", "--quiet",
     )  # fmt: skip
@@ -189,7 +178,7 @@ def test_embed_pca_png_and_html(
     assert not re.search(r"https?://", text)
     m = re.search(r'id="convscope-map-data">(.*?)</script>', text)
     assert m is not None and json.loads(m.group(1))["n"] == 6
-    code, _, err = run(
+    code, _, err = run_cli(
         capsys, "embed", str(index), "--method", "tsne", "--grid", "--max-points", "5",
         "--out", str(png), "--size", "200", "--quiet",
     )  # fmt: skip
@@ -208,11 +197,11 @@ def test_embed_bad_inputs(
         [str(other)],
         [str(index), "--html", str(tmp_path / "map.txt")],
     ):
-        code, _, err = run(capsys, "embed", *args, "--out", str(png))
+        code, _, err = run_cli(capsys, "embed", *args, "--out", str(png))
         assert code == 2, err
         assert_one_sentence(err)
     monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
-    code, _, err = run(capsys, "embed", str(index), "--method", "umap", "--out", str(png))
+    code, _, err = run_cli(capsys, "embed", str(index), "--method", "umap", "--out", str(png))
     assert code == 2
     assert_one_sentence(err)
     assert "pip install" in err and "umap-learn" in err
@@ -221,5 +210,5 @@ def test_embed_bad_inputs(
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     for cmd in ("features", "neighbors", "embed"):
-        code, out, _ = run(capsys, cmd, "--help")
+        code, out, _ = run_cli(capsys, cmd, "--help")
         assert code == 0 and "Usage" in out

@@ -8,24 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from convscope.cli import main
 from convscope.data import load_image
 from convscope.inspect import activation_grid, activation_maps, compare_first_layers, filter_grid
 from convscope.render import grid_size
-from convscope.testing import tiny_model
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def assert_one_sentence(err: str) -> None:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert lines[0].startswith("Error: ") and lines[0].rstrip().endswith((".", "?", ")")), err
+from convscope.testing import assert_one_sentence, run_cli, tiny_model
 
 
 @pytest.fixture
@@ -44,19 +30,21 @@ def opened(path: Path) -> Image.Image:
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     for cmd in ("filters", "activations"):
-        code, out, _ = run(capsys, cmd, "--help")
+        code, out, _ = run_cli(capsys, cmd, "--help")
         assert code == 0 and "Usage" in out
 
 
 def test_filters_writes_a_png(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     target = tmp_path / "filters.png"
-    code, _, err = run(capsys, "filters", "--model", "tiny", "--out", str(target))
+    code, _, err = run_cli(capsys, "filters", "--model", "tiny", "--out", str(target))
     assert code == 0, err
     assert opened(target).size == filter_grid(tiny_model()).size
-    code, _, _ = run(capsys, "filters", "-m", "tiny", "--layer", "conv2", "-o", str(target), "-q")
+    code, _, _ = run_cli(
+        capsys, "filters", "-m", "tiny", "--layer", "conv2", "-o", str(target), "-q"
+    )
     assert code == 0
     assert opened(target).size == filter_grid(tiny_model(), "conv2").size
-    code, _, _ = run(
+    code, _, _ = run_cli(
         capsys, "filters", "-m", "tiny", "--max-filters", "1", "--out", str(target), "-q"
     )
     assert code == 0
@@ -65,14 +53,14 @@ def test_filters_writes_a_png(capsys: pytest.CaptureFixture[str], tmp_path: Path
 
 def test_filters_of_several_models(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     target = tmp_path / "both.png"
-    code, _, err = run(capsys, "filters", "-m", "tiny", "-m", "tiny", "--out", str(target))
+    code, _, err = run_cli(capsys, "filters", "-m", "tiny", "-m", "tiny", "--out", str(target))
     assert code == 0, err
     assert opened(target).size == compare_first_layers([tiny_model(), tiny_model()]).size
 
 
 def test_activations_grid(capsys: pytest.CaptureFixture[str], png: Path, tmp_path: Path) -> None:
     target = tmp_path / "act.png"
-    code, _, err = run(
+    code, _, err = run_cli(
         capsys, "activations", str(png), "--model", "tiny", "--layer", "conv1", "--out",
         str(target), "--channels", "0,2-3", "--scaling", "shared",
     )  # fmt: skip
@@ -81,7 +69,7 @@ def test_activations_grid(capsys: pytest.CaptureFixture[str], png: Path, tmp_pat
     expected = activation_grid(act, channels=[0, 2, 3], scaling="shared", title="t")
     assert opened(target).size == expected.size
     # Default layer (relu2) and channels, from a sample name.
-    code, _, err = run(capsys, "activations", "cat", "-m", "tiny", "-o", str(target), "-q")
+    code, _, err = run_cli(capsys, "activations", "cat", "-m", "tiny", "-o", str(target), "-q")
     assert code == 0, err
     assert opened(target).width >= 360
 
@@ -91,7 +79,7 @@ def test_activations_overlay(capsys: pytest.CaptureFixture[str], png: Path, tmp_
     # input and overlay side by side: the 16×12 image grows 14× to a 224-px tile; title 28 px
     width, height = grid_size(2, ncol=2, tile=224, pad=4, label_height=22)
     for extra in (["--overlay"], ["--overlay-channel", "1"], ["--overlay", "--channels", "0"]):
-        code, _, err = run(
+        code, _, err = run_cli(
             capsys, "activations", str(png), "-m", "tiny", "-l", "conv1", "-o", str(target),
             *extra,
         )  # fmt: skip
@@ -146,14 +134,14 @@ def test_bad_input_exits_2_with_one_sentence(
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     target = out_dir / "picture.png"
-    code, _, err = run(capsys, *BAD[case](inputs), "--out", str(target))
+    code, _, err = run_cli(capsys, *BAD[case](inputs), "--out", str(target))
     assert code == 2, err
     assert_one_sentence(err)
     assert list(out_dir.iterdir()) == [], "an output or temporary file was left"
 
 
 def test_missing_out_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, _, err = run(capsys, "filters", "-m", "tiny", "-o", str(tmp_path / "no" / "f.png"))
+    code, _, err = run_cli(capsys, "filters", "-m", "tiny", "-o", str(tmp_path / "no" / "f.png"))
     assert code == 2
     assert_one_sentence(err)
 
@@ -164,11 +152,11 @@ def test_missing_out_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
 @pytest.mark.weights
 def test_vgg16_filters_and_activations(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     target = tmp_path / "vgg.png"
-    code, _, err = run(capsys, "filters", "-m", "vgg16", "-o", str(target), "-q")
+    code, _, err = run_cli(capsys, "filters", "-m", "vgg16", "-o", str(target), "-q")
     assert code == 0, err
     body = grid_size(64, ncol=8, tile=57, pad=4, label_height=16)
     assert opened(target).size == (body[0], body[1] + 22 + 28)
-    code, _, err = run(
+    code, _, err = run_cli(
         capsys, "activations", "cat", "-m", "vgg16", "-l", "relu1_1", "--channels", "600",
         "-o", str(tmp_path / "act.png"),
     )  # fmt: skip

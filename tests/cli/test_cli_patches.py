@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from convscope.cli import main
+from convscope.testing import run_cli
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -30,11 +30,6 @@ def folder(tmp_path: Path) -> Path:
     return root
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    code = main(list(args))
-    return code, capsys.readouterr().err
-
-
 BASE = ["--model", "tiny", "--layer", "relu1", "--k", "3", "--channels", "all"]
 
 
@@ -42,7 +37,7 @@ def test_writes_figure_and_reports_skipped(
     folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "top.png"
-    code, err = run(capsys, "top-patches", str(folder), *BASE, "--out", str(out), "--guided")
+    code, _, err = run_cli(capsys, "top-patches", str(folder), *BASE, "--out", str(out), "--guided")
     assert code == 0, err
     assert "1 unreadable" in err
     with Image.open(out) as im:
@@ -70,7 +65,7 @@ def test_bad_inputs(
 ) -> None:
     out = tmp_path / "top.png"
     args = ["top-patches", str(folder), "--model", "tiny", "--layer", "relu1", "--out", str(out)]
-    code, err = run(capsys, *args, *extra)
+    code, _, err = run_cli(capsys, *args, *extra)
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()
@@ -78,7 +73,7 @@ def test_bad_inputs(
 
 def test_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
-    code, err = run(capsys, "top-patches", str(tmp_path / "empty"), *BASE, "--out",
+    code, _, err = run_cli(capsys, "top-patches", str(tmp_path / "empty"), *BASE, "--out",
                     str(tmp_path / "x.png"))  # fmt: skip
     assert code == 2 and len(err.strip().splitlines()) == 1
 
@@ -90,8 +85,9 @@ def test_two_process_torchrun_equals_single_process(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun worker below, so the arithmetic is the same
     try:
-        code, err = run(capsys, "top-patches", str(folder), *BASE, "--out", str(tmp_path / "s.png"),
-                        "--save-topk", str(single), "--quiet")  # fmt: skip
+        code, _, err = run_cli(capsys, "top-patches", str(folder), *BASE,
+                               "--out", str(tmp_path / "s.png"),
+                               "--save-topk", str(single), "--quiet")  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     assert code == 0, err

@@ -13,21 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from convscope.attribute.gradcam import NO_LAYER_MESSAGE
-from convscope.cli import main
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def assert_one_sentence(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert lines[0].startswith("Error: ")
-    return lines[0]
+from convscope.testing import assert_one_sentence, run_cli
 
 
 @pytest.fixture
@@ -55,7 +41,7 @@ def test_panel_and_raw_maps_on_tiny(
     capsys: pytest.CaptureFixture[str], png: Path, tmp_path: Path
 ) -> None:
     out, raw = tmp_path / "sal.png", tmp_path / "sal.safetensors"
-    code, _, err = run(
+    code, _, err = run_cli(
         capsys,
         "saliency", str(png), "--model", "tiny",
         "--method", "gradient,guided,gradcam,smoothgrad,occlusion",
@@ -86,8 +72,8 @@ def test_several_images_make_one_png(
     capsys: pytest.CaptureFixture[str], png: Path, tmp_path: Path
 ) -> None:
     one, two = tmp_path / "one.png", tmp_path / "two.png"
-    assert run(capsys, "saliency", str(png), "-m", "tiny", "-o", str(one), "-q")[0] == 0
-    code, _, err = run(
+    assert run_cli(capsys, "saliency", str(png), "-m", "tiny", "-o", str(one), "-q")[0] == 0
+    code, _, err = run_cli(
         capsys, "saliency", str(png), str(png), "-m", "tiny", "--target", "cool", "-o", str(two)
     )
     assert code == 0 and f"Wrote {two}" in err
@@ -100,7 +86,7 @@ def test_guided_backprop_of_a_neuron(
     capsys: pytest.CaptureFixture[str], png: Path, tmp_path: Path
 ) -> None:
     out, raw = tmp_path / "n.png", tmp_path / "n.safetensors"
-    code, _, err = run(
+    code, _, err = run_cli(
         capsys, "saliency", str(png), "-m", "tiny", "--method", "guided",
         "--layer", "relu1", "--channel", "0", "--position", "2,3",
         "-o", str(out), "--raw", str(raw), "-q",
@@ -139,7 +125,7 @@ def test_bad_input_is_one_sentence_and_writes_nothing(
     capsys: pytest.CaptureFixture[str], png: Path, tmp_path: Path, extra: list[str], message: str
 ) -> None:
     out, raw = tmp_path / "bad.png", tmp_path / "bad.safetensors"
-    code, _, err = run(
+    code, _, err = run_cli(
         capsys, "saliency", str(png), "-m", "tiny", "-o", str(out), "--raw", str(raw), *extra
     )
     assert code == 2
@@ -152,12 +138,12 @@ def test_gradcam_without_a_default_layer(
     capsys: pytest.CaptureFixture[str], png: Path, tmp_path: Path, no_default_layer: str
 ) -> None:
     out = tmp_path / "bad.png"
-    code, _, err = run(
+    code, _, err = run_cli(
         capsys, "saliency", str(png), "-m", no_default_layer, "--method", "gradcam", "-o", str(out)
     )
     assert code == 2 and assert_one_sentence(err) == f"Error: {NO_LAYER_MESSAGE}"
     assert not out.exists()
-    code, _, err = run(
+    code, _, err = run_cli(
         capsys, "saliency", str(png), "-m", no_default_layer, "--method", "gradcam",
         "--layer", "relu2", "-o", str(out), "-q",
     )  # fmt: skip
@@ -165,7 +151,7 @@ def test_gradcam_without_a_default_layer(
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "saliency", "--help")
+    code, out, _ = run_cli(capsys, "saliency", "--help")
     assert code == 0 and "--method" in out and "occlusion" in out
 
 
@@ -180,7 +166,7 @@ def _central_share(m: torch.Tensor) -> float:
 @pytest.mark.weights
 def test_espresso_maps_are_on_the_cup(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out, raw = tmp_path / "coffee.png", tmp_path / "coffee.safetensors"
-    code, _, err = run(
+    code, _, err = run_cli(
         capsys, "saliency", "coffee", "--model", "efficientnet_lite0", "--target", "espresso",
         "--method", "gradient,guided,gradcam", "-o", str(out), "--raw", str(raw), "-q",
     )  # fmt: skip

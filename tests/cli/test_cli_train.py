@@ -4,47 +4,27 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import typer
 from PIL import Image
 
-from convscope.cli import app, main
+from convscope.cli import app
 from convscope.models import load_model
 from convscope.models.smallnet import checkpoint_metadata
 from convscope.models.train_small import train_small
+from convscope.testing import assert_one_sentence, run_cli
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def assert_one_sentence(err: str) -> None:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert lines[0].startswith("Error: ")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_train_small_writes_a_loadable_checkpoint(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     target = tmp_path / "nets" / "net.safetensors"
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys, "train-small", "--dataset", "digits", "--out", str(target),
         "--epochs", "1", "--limit", "200", "--seed", "3",
     )  # fmt: skip
@@ -61,7 +41,7 @@ def test_train_small_writes_a_loadable_checkpoint(
     assert cm.source.kind == "file" and cm.classes == tuple(str(d) for d in range(10))
 
     digit = tmp_path / "digit.png"
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "classify", "coffee", "--model", "smallnet", "--weights", str(target), "--json"
     )
     assert code == 0 and len(json.loads(out)[0]["predictions"]) == 5
@@ -70,7 +50,7 @@ def test_train_small_writes_a_loadable_checkpoint(
     ds = digits()
     gray = (ds.images[0] / 16.0 * 255).round().astype(np.uint8)  # a "0"
     Image.fromarray(gray, mode="L").save(digit)
-    code, out, _ = run(capsys, "classify", str(digit), "--model", "smallnet", "--json")
+    code, out, _ = run_cli(capsys, "classify", str(digit), "--model", "smallnet", "--json")
     assert code == 0 and json.loads(out)[0]["predictions"][0]["name"] == "0"
 
 
@@ -93,7 +73,7 @@ def test_interrupt_leaves_no_file(
 
     monkeypatch.setattr(train_cli, "train_small", interrupted)
     target = tmp_path / "net.safetensors"
-    code, _, err = run(capsys, "train-small", "--out", str(target), "--quiet")
+    code, _, err = run_cli(capsys, "train-small", "--out", str(target), "--quiet")
     assert code == 130 and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
 
@@ -120,7 +100,7 @@ def test_bad_input_exits_2_with_one_sentence_and_no_file(
     monkeypatch.setenv("CONVSCOPE_FASHION_MNIST_DIR", str(tmp_path / "no-fashion"))
     monkeypatch.chdir(tmp_path)
     target = tmp_path / "net.safetensors"
-    code, _, err = run(capsys, "train-small", "--out", str(target), "--quiet", *BAD[case])
+    code, _, err = run_cli(capsys, "train-small", "--out", str(target), "--quiet", *BAD[case])
     assert code == 2, err
     assert_one_sentence(err)
     assert list(tmp_path.iterdir()) == []
