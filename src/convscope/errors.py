@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "ConvscopeError",
+    "Interrupted",
     "UnknownNameError",
     "UserInputError",
     "WeightsUnavailableError",
@@ -48,6 +49,16 @@ class UnknownNameError(UserInputError, LookupError):
         self.kind = kind
         self.name = name
         self.near = near
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what the user can do about it (`hint`, e.g. how to resume). It is a
+    `KeyboardInterrupt`, so code that cleans up on Ctrl-C cleans up on it too; the CLI prints
+    it as the one line "Interrupted: <hint>" and exits with 130."""
+
+    def __init__(self, hint: str = "") -> None:
+        super().__init__(hint)
+        self.hint = hint
 
 
 class WeightsUnavailableError(UserInputError):

@@ -13,17 +13,16 @@ from torch import Tensor, nn
 from convscope.attribute.faithfulness import (
     Curves,
     auc,
-    cascade_groups,
-    curves_plot,
     deletion_insertion,
     evaluate,
     random_baseline,
     report_table,
-    sanity_check,
 )
+from convscope.attribute.sanity import cascade_groups, sanity_check
 from convscope.attribute.targets import ClassTarget, Target, target_scores
 from convscope.errors import UnknownNameError, UserInputError
 from convscope.models.base import ConvModel, Preprocess, WeightSource
+from convscope.render.curves import curves_plot
 from convscope.testing import all_hooks, same_state, state_copy
 
 S = 16  # image side

@@ -9,11 +9,13 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
 from convscope.attribute import occlusion as occ
+from convscope.attribute import occlusion_plan as plan_mod
 from convscope.attribute.occlusion import FAST_TOLERANCE, occlusion_map
 from convscope.attribute.targets import ClassTarget, NeuronTarget
 from convscope.errors import UserInputError
 from convscope.events import Progress
 from convscope.models.base import ConvModel, Preprocess, WeightSource
+from convscope.models.graph import Traced
 from convscope.probe import capture
 from convscope.testing import all_hooks, same_state, state_copy
 
@@ -208,12 +210,14 @@ def test_exact_mode_equals_the_loop_on_the_tiny_model(tiny: ConvModel) -> None:
 
 
 def test_the_tiny_model_plan_skips_work(tiny: ConvModel) -> None:
-    traced = occ._Traced.trace(tiny.module)
+    traced = Traced.trace(tiny.module)
     assert traced is not None
     clean = _images(1, 24)
     positions = occ._positions(24, 24, 6, 3)
     with torch.inference_mode():
-        plan = occ._Plan.build(traced, clean, positions, (7, 7), 6, 1.0, torch.contiguous_format)
+        plan = plan_mod.Plan.build(
+            traced, clean, positions, (7, 7), 6, 1.0, torch.contiguous_format
+        )
     kinds = [(s.node.name, s.kind) for s in plan.steps]
     assert kinds == [
         ("x", "input"),
@@ -231,19 +235,19 @@ def test_the_tiny_model_plan_skips_work(tiny: ConvModel) -> None:
 def test_a_wrong_plan_is_caught_and_replaced(
     tiny: ConvModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = occ._influence
+    real = plan_mod._influence
 
     def too_small(lo: int, hi: int, axis: tuple[int, int, int], n: int) -> tuple[int, int]:
         a, b = real(lo, hi, axis, n)
         return a + 1, b  # forgets the first affected unit
 
-    monkeypatch.setattr(occ, "_influence", too_small)
-    traced = occ._Traced.trace(tiny.module)
+    monkeypatch.setattr(plan_mod, "_influence", too_small)
+    traced = Traced.trace(tiny.module)
     assert traced is not None
     x = _images(1, 24, seed=8)
     positions = occ._positions(24, 24, 6, 3)
     with torch.inference_mode():
-        plan = occ._Plan.build(traced, x, positions, (7, 7), 6, 1.0, torch.contiguous_format)
+        plan = plan_mod.Plan.build(traced, x, positions, (7, 7), 6, 1.0, torch.contiguous_format)
     assert len(plan.steps) == 1  # whole forwards only
     ref = occ._occlusion_loop(tiny, x, [ClassTarget(1)], window=6, stride=3)
     got = occ._occlusion(tiny, x, [ClassTarget(1)], window=6, stride=3, switch_fraction=1.0)
@@ -265,11 +269,11 @@ def test_global_ops_end_the_skipped_part_and_stay_exact() -> None:
     ref = occ._occlusion_loop(model, x, t, window=6, stride=4)
     got = occ._occlusion(model, x, t, window=6, stride=4, switch_fraction=1.0)
     assert float((got - ref).abs().max()) <= 1e-5
-    traced = occ._Traced.trace(model.module)
+    traced = Traced.trace(model.module)
     assert traced is not None
     positions = occ._positions(24, 24, 6, 4)
     with torch.inference_mode():
-        plan = occ._Plan.build(traced, x, positions, (6, 6), 6, 1.0, torch.contiguous_format)
+        plan = plan_mod.Plan.build(traced, x, positions, (6, 6), 6, 1.0, torch.contiguous_format)
     assert [s.node.name for s in plan.steps] == ["x", "conv1", "bn", "act"]
 
 
@@ -281,22 +285,22 @@ def test_many_layer_kinds_run_on_crops_and_stay_exact() -> None:
     got = occ._occlusion(model, x, t, window=6, stride=3, switch_fraction=1.0)
     assert float((got - ref).abs().max()) <= 1e-5
     assert float(ref.abs().max()) > 1e-3
-    traced = occ._Traced.trace(model.module)
+    traced = Traced.trace(model.module)
     assert traced is not None
     positions = occ._positions(40, 40, 6, 3)
     with torch.inference_mode():
-        plan = occ._Plan.build(traced, x, positions, (13, 13), 6, 1.0, torch.contiguous_format)
+        plan = plan_mod.Plan.build(traced, x, positions, (13, 13), 6, 1.0, torch.contiguous_format)
     assert plan.steps[-1].node.name == "cat"  # everything before the global pool
     assert len(plan.steps) == 14
 
 
 def test_activations_run_in_place_only_on_unshared_fresh_tensors() -> None:
     model = _model(AliasNet(), "alias", 3)
-    traced = occ._Traced.trace(model.module)
+    traced = Traced.trace(model.module)
     assert traced is not None
     by_name = {n.name: n for n in traced.nodes}
-    assert occ._in_place(traced, by_name["act"]) is None
-    assert occ._in_place(traced, by_name["act2"]) is not None
+    assert plan_mod._in_place(traced, by_name["act"]) is None
+    assert plan_mod._in_place(traced, by_name["act2"]) is not None
     x = _images(1, 20, seed=12)
     t = [ClassTarget(1)]
     ref = occ._occlusion_loop(model, x, t, window=4, stride=2)
@@ -308,7 +312,7 @@ def test_activations_run_in_place_only_on_unshared_fresh_tensors() -> None:
 
 def test_untraceable_models_and_neuron_targets_use_full_forwards(tiny: ConvModel) -> None:
     model = _model(BranchyNet(), "branchy", 3)
-    assert occ._Traced.trace(model.module) is None
+    assert Traced.trace(model.module) is None
     x = _images(1, 16, seed=2)
     ref = occ._occlusion_loop(model, x, [ClassTarget(1)], window=4, stride=4)
     got = occ._occlusion(model, x, [ClassTarget(1)], window=4, stride=4)
@@ -363,12 +367,14 @@ def test_exact_mode_equals_the_loop_on_efficientnet() -> None:
     fast = occ._occlusion(model, x, t, window=16, stride=16, batch_size=8, mode="fast")
     assert float((fast - ref).abs().max()) <= FAST_TOLERANCE
     # The plan really skips work here: TF-SAME stem and blocks run on crops.
-    traced = occ._Traced.trace(model.module)
+    traced = Traced.trace(model.module)
     assert traced is not None
     clean = model.preprocess.normalize(x)
     positions = occ._positions(64, 64, 16, 16)
     with torch.inference_mode():
-        plan = occ._Plan.build(traced, clean, positions, (4, 4), 16, 1.0, torch.contiguous_format)
+        plan = plan_mod.Plan.build(
+            traced, clean, positions, (4, 4), 16, 1.0, torch.contiguous_format
+        )
     names = [s.node.name for s in plan.steps]
     assert names[:4] == ["x", "_conv_stem", "_bn0", "_act_stem"] and len(names) > 10
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from convscope.testing import assert_one_sentence, run_cli
+from convscope.cli.testing import assert_one_sentence, run_cli
 
 
 @pytest.fixture

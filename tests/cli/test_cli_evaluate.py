@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convscope.testing import assert_one_sentence, run_cli
+from convscope.cli.testing import assert_one_sentence, run_cli
 
 
 def _square(path: Path, size: int = 32, color: tuple[int, int, int] = (230, 40, 30)) -> Path:

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from convscope.cli import features as cli_features
+from convscope.cli.testing import assert_one_sentence, run_cli
 from convscope.events import Progress
+from convscope.inspect import features as feat_lib
 from convscope.inspect.features import load_features, partial_path
-from convscope.testing import assert_one_sentence, run_cli
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_features_ctrl_c_then_resume(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = cli_features.extract_features
+    real = feat_lib.extract_features
 
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         bar = kwargs["on_progress"]
@@ -86,12 +86,12 @@ def test_features_ctrl_c_then_resume(
 
     out = tmp_path / "f.safetensors"
     args = ["features", str(folder), "-m", "tiny", "-l", "act", "-o", str(out), "--batch-size", "2"]
-    monkeypatch.setattr(cli_features, "extract_features", interrupted)
+    monkeypatch.setattr(feat_lib, "extract_features", interrupted)
     code, _, err = run_cli(capsys, *args)
     assert code == 130
     assert "--resume" in err and "4 images are saved" in err
     assert not out.exists() and partial_path(out).is_dir()
-    monkeypatch.setattr(cli_features, "extract_features", real)
+    monkeypatch.setattr(feat_lib, "extract_features", real)
     code, _, err = run_cli(capsys, *args)  # without --resume: refused, nothing lost
     assert code == 2 and "--resume" in err
     assert_one_sentence(err)

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from convscope.cli.testing import assert_one_sentence, run_cli
 from convscope.data import load_image
 from convscope.inspect import activation_grid, activation_maps, compare_first_layers, filter_grid
 from convscope.render import grid_size
-from convscope.testing import assert_one_sentence, run_cli, tiny_model
+from convscope.testing import tiny_model
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from convscope.testing import run_cli
+from convscope.cli.testing import run_cli
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

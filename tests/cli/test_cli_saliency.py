@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from convscope.attribute.gradcam import NO_LAYER_MESSAGE
-from convscope.testing import assert_one_sentence, run_cli
+from convscope.cli.testing import assert_one_sentence, run_cli
 
 
 @pytest.fixture

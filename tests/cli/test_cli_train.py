@@ -12,10 +12,10 @@ import typer
 from PIL import Image
 
 from convscope.cli import app
+from convscope.cli.testing import assert_one_sentence, run_cli
 from convscope.models import load_model
 from convscope.models.smallnet import checkpoint_metadata
 from convscope.models.train_small import train_small
-from convscope.testing import assert_one_sentence, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,6 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_train_small_writes_a_loadable_checkpoint(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    (tmp_path / "nets").mkdir()  # convscope creates no folders for outputs
     target = tmp_path / "nets" / "net.safetensors"
     code, out, err = run_cli(
         capsys, "train-small", "--dataset", "digits", "--out", str(target),
@@ -66,12 +67,12 @@ def test_defaults_come_from_train_small() -> None:
 def test_interrupt_leaves_no_file(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import convscope.cli.train as train_cli
+    import convscope.models.train_small as train_lib
 
     def interrupted(*_a: object, **_k: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_cli, "train_small", interrupted)
+    monkeypatch.setattr(train_lib, "train_small", interrupted)
     target = tmp_path / "net.safetensors"
     code, _, err = run_cli(capsys, "train-small", "--out", str(target), "--quiet")
     assert code == 130 and "Traceback" not in err

@@ -14,17 +14,16 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from convscope.data.datasets import ArrayDataset, ImageFolder
+from convscope.data.stream import StreamedTensor, write_safetensors
 from convscope.errors import UserInputError
 from convscope.events import Progress
 from convscope.inspect import features as feat_mod
 from convscope.inspect.features import (
     FORMAT,
-    StreamedTensor,
     extract_features,
     image_features,
     load_features,
     partial_path,
-    write_safetensors,
 )
 from convscope.models import ConvModel
 from convscope.probe import capture

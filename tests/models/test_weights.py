@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -16,7 +15,6 @@ from convscope.models.weights import (
     is_safetensors_file,
     load_state_dict_file,
     load_state_dict_strict,
-    save_safetensors_atomic,
 )
 
 # Set by `_mark` if unpickling ever runs the payload of `Payload`.
@@ -167,24 +165,3 @@ def test_strict_load_explains_mismatches_in_one_sentence() -> None:
         load_state_dict_strict(net, wrong, "test weights")
     # A failed load leaves the module as it was.
     assert _same({k: v for k, v in net.state_dict().items()}, good)
-
-
-def test_save_safetensors_atomic(tmp_path: Path) -> None:
-    state = _state()
-    out = tmp_path / "sub" / "w.safetensors"
-    assert save_safetensors_atomic(state, out, {"source": "test"}) == out
-    assert _same(load_state_dict_file(out), state)
-    with safe_open(str(out), framework="pt") as f:
-        assert f.metadata() == {"source": "test"}
-    assert sorted(p.name for p in out.parent.iterdir()) == ["w.safetensors"]
-
-
-def test_save_safetensors_atomic_failure_leaves_no_trace(tmp_path: Path) -> None:
-    out = tmp_path / "w.safetensors"
-    save_safetensors_atomic(_state(), out)
-    before = out.read_bytes()
-    shared = torch.zeros(4)
-    with pytest.raises(Exception):  # noqa: B017 - safetensors refuses shared storage
-        save_safetensors_atomic({"a": shared, "b": shared[:2]}, out)
-    assert out.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]

@@ -18,21 +18,29 @@ and a method name.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from convscope.attribute.gradcam import gradcam_map
+from convscope.attribute.gradcam import cam_layer, gradcam_map
 from convscope.attribute.gradients import (
     gradient_map,
     guided_gradients,
     guided_map,
     input_gradients,
     smoothgrad_map,
+)
+from convscope.attribute.methods import (
+    METHOD_NAMES,
+    METHODS,
+    AttributionFn,
+    class_probability,
+    explain_image,
+    method_function,
+    method_options,
+    seen_images,
 )
 from convscope.attribute.occlusion import occlusion_map
 from convscope.attribute.targets import (
@@ -41,20 +49,23 @@ from convscope.attribute.targets import (
     Target,
     class_target,
     describe_target,
+    make_targets,
 )
-from convscope.errors import UnknownNameError, UserInputError
-from convscope.models.base import ConvModel, check_image_batch
-from convscope.probe import capture
+from convscope.errors import UserInputError
+from convscope.models.base import ConvModel
 
 __all__ = [
     "METHODS",
+    "METHOD_NAMES",
     "AttributionFn",
     "ClassTarget",
     "NeuronTarget",
     "SaliencyResult",
     "Target",
+    "class_probability",
     "class_target",
     "describe_target",
+    "explain_image",
     "gradcam_map",
     "gradient_map",
     "guided_gradients",
@@ -68,17 +79,6 @@ __all__ = [
     "smoothgrad_map",
 ]
 
-AttributionFn = Callable[..., Tensor]
-"""`fn(model, images (B, 3, H, W), targets, **options) -> (B, H, W)`; see the module doc."""
-
-METHODS: dict[str, AttributionFn] = {
-    "gradient": gradient_map,
-    "guided": guided_map,
-    "smoothgrad": smoothgrad_map,
-    "gradcam": gradcam_map,
-    "occlusion": occlusion_map,
-}
-
 
 @dataclass(frozen=True)
 class SaliencyResult:
@@ -88,97 +88,6 @@ class SaliencyResult:
     targets: list[Target]  # one per image
     images: Tensor  # (B, 3, H, W) in [0, 1]: the images as the model saw them
     method: str
-
-
-def _method(name: str) -> AttributionFn:
-    if name not in METHODS:
-        raise UnknownNameError("method", name, METHODS)
-    return METHODS[name]
-
-
-def method_options(
-    method: str, options: Mapping[str, Any], *, strict: bool = True
-) -> dict[str, Any]:
-    """The subset of `options` that `method` takes. With `strict`, an option it does not take
-    raises a one-sentence error; otherwise such options are dropped (the CLI passes one set of
-    options to several methods)."""
-    fn = _method(method)
-    params = inspect.signature(fn).parameters
-    takes = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    unknown = [k for k in options if k not in takes]
-    if strict and unknown:
-        valid = ", ".join(sorted(takes)) or "none"
-        raise UserInputError(
-            f"method {method!r} takes no option {unknown[0]!r} (its options: {valid})."
-        )
-    return {k: v for k, v in options.items() if k in takes}
-
-
-def seen_images(model: ConvModel, images: Tensor | Sequence[Tensor]) -> Tensor:
-    """Raw images in [0, 1] → the (B, 3, H, W) batch the model sees (its resize and crop)."""
-    if isinstance(images, Tensor):
-        return model.preprocess.geometry(check_image_batch(images)).float()
-    items = [model.preprocess.geometry(check_image_batch(im)) for im in images]
-    if not items:
-        raise UserInputError("no images were given.")
-    shapes = {tuple(t.shape[-2:]) for t in items}
-    if len(shapes) > 1:
-        raise UserInputError(
-            f"images of different sizes {sorted(shapes)} cannot be batched; explain them "
-            "one at a time."
-        )
-    return torch.cat(items).float()
-
-
-def _model_input(model: ConvModel, seen: Tensor) -> Tensor:
-    """Seen images → model input (normalize only: the geometry was applied already)."""
-    return model.preprocess.normalize(seen.to(model.device))
-
-
-def make_targets(
-    model: ConvModel,
-    seen: Tensor,
-    target: str | int | None = None,
-    *,
-    layer: str | None = None,
-    channel: int | None = None,
-    position: tuple[int, int] | None = None,
-) -> list[Target]:
-    """One target per image of `seen` (B, 3, H, W), checked against the model.
-
-    With `channel`, the neuron `layer`/`channel` at `position` (y, x in the layer's output;
-    None = where that channel is highest); otherwise the class `target` (a name, matched
-    fuzzily, or an index; None = each image's top prediction)."""
-    seen = check_image_batch(seen)
-    b = int(seen.shape[0])
-    if channel is None:
-        if position is not None:
-            raise UserInputError("--position needs --channel (and --layer) to pick a neuron.")
-        return list(class_target(model, target, _model_input(model, seen)))
-    if target is not None:
-        raise UserInputError(
-            "give either a class target or a neuron (--layer and --channel), not both."
-        )
-    if layer is None:
-        raise UserInputError("--channel needs --layer to name the neuron's layer.")
-    model.resolve(layer)
-    act = capture(model, _model_input(model, seen[:1]), [layer])[layer]
-    if act.dim() != 4:
-        raise UserInputError(
-            f"layer {layer} has output shape {tuple(act.shape)}; a neuron target needs a "
-            "spatial layer."
-        )
-    _, c, h, w = (int(d) for d in act.shape)
-    if not 0 <= channel < c:
-        raise UserInputError(f"channel {channel} is out of range 0..{c - 1} for layer {layer}.")
-    if position is not None:
-        y, x = position
-        if not (0 <= y < h and 0 <= x < w):
-            raise UserInputError(
-                f"position {y},{x} is outside layer {layer}'s {h}x{w} output "
-                f"(y in 0..{h - 1}, x in 0..{w - 1})."
-            )
-    return [NeuronTarget(layer, channel, position)] * b
 
 
 def saliency(
@@ -203,7 +112,7 @@ def saliency(
         result = saliency(model, load_sample("coffee"), "espresso", method="gradcam")
         result.maps  # (1, 224, 224)
     """
-    fn = _method(method)
+    _, fn = method_function(method)
     opts = dict(options)
     if layer is not None and channel is None:
         if method != "gradcam":
@@ -215,8 +124,6 @@ def saliency(
     opts = method_options(method, opts)
     seen = seen_images(model, images)
     if method == "gradcam":
-        from convscope.attribute.gradcam import cam_layer
-
         cam_layer(model, opts.get("layer"))  # before any forward: the no-layer error first
     targets = make_targets(
         model,

@@ -14,33 +14,23 @@ Pixels are ranked and changed in 8×8 cells by default (region perturbation, Sam
 contiguous regions: the curves then compare *where* maps point, not how scattered they are
 (networks are far more sensitive to damage spread thinly over the whole image).
 
-**Model-parameter randomization** (Adebayo et al. 2018, "Sanity Checks for Saliency Maps").
-On a deep copy of the model, the parameters are re-initialized in a cascade from the output
-layer towards the input, and the map is recomputed after each step. A map that explains the
-*model* must change as the model is destroyed; one whose Spearman rank correlation with the
-original map stays ≥ 0.5 at full randomization is flagged as insensitive to the model (it
-mostly shows the image, like an edge detector).
-
 Images are (3, H, W) RGB in [0, 1] *as the model sees them* (after `model.preprocess.geometry`),
 as for every method of `convscope.attribute`.
 """
 
 from __future__ import annotations
 
-import copy
-import io
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
-from convscope.attribute.segment import _check_map, _smoothed
+from convscope.attribute.maps import check_map, gaussian_smooth
+from convscope.attribute.methods import AttributionFn, method_function
 from convscope.attribute.targets import (
     ClassTarget,
     NeuronTarget,
@@ -54,20 +44,16 @@ from convscope.models.base import ConvModel, check_image_batch
 
 __all__ = [
     "BASELINES",
-    "INSENSITIVE_SPEARMAN",
     "RANDOM",
     "AttributionFn",
     "Baseline",
     "Curves",
     "FaithfulnessReport",
     "FaithfulnessRow",
-    "SanityResult",
-    "SanityStep",
     "attribution_maps",
     "auc",
     "blurred",
-    "cascade_groups",
-    "curves_plot",
+    "check_one_image",
     "default_patch",
     "deletion_insertion",
     "evaluate",
@@ -76,37 +62,15 @@ __all__ = [
     "random_map",
     "report_table",
     "resolve_targets",
-    "sanity_check",
 ]
-
-AttributionFn = Callable[..., Tensor]
-"""`fn(model, images (B, 3, H, W) in [0, 1], targets, **options) -> (B, H, W)` maps."""
 
 Baseline = Literal["blur", "zero", "mean"]
 BASELINES: tuple[str, ...] = ("blur", "zero", "mean")
 
-INSENSITIVE_SPEARMAN = 0.5
-"""A method whose maps keep a Spearman correlation ≥ this at full randomization is flagged."""
-
 
 # ---- helpers ----------------------------------------------------------------------------------
-def _method(
-    method: str | AttributionFn, registry: Mapping[str, AttributionFn] | None
-) -> tuple[str, AttributionFn]:
-    """A method name (looked up in `registry`, by default `convscope.attribute.METHODS`) or a
-    callable → (name, function)."""
-    if callable(method) and not isinstance(method, str):
-        return getattr(method, "__name__", "custom"), method
-    if registry is None:
-        from convscope.attribute import METHODS
-
-        registry = METHODS
-    if method not in registry:
-        raise UnknownNameError("method", str(method), list(registry))
-    return str(method), registry[method]
-
-
-def _check_image(image: Tensor) -> Tensor:
+def check_one_image(image: Tensor) -> Tensor:
+    """One (3, H, W) image (a batch of one is unwrapped), detached."""
     x = check_image_batch(image, "the image")
     if x.shape[0] != 1:
         raise UserInputError(f"expected one image (3, H, W), got a batch of {x.shape[0]}.")
@@ -135,7 +99,7 @@ def blurred(image: Tensor, sigma: float = 0.05) -> Tensor:
         raise UserInputError(f"blur sigma must be a non-negative fraction, got {sigma!r}.")
     img = image.detach().float()
     px = sigma * min(img.shape[-2:])
-    return torch.stack([_smoothed(c, px) for c in img.cpu()]).to(image.device)
+    return torch.stack([gaussian_smooth(c, px) for c in img.cpu()]).to(image.device)
 
 
 def _baseline_image(model: ConvModel, image: Tensor, baseline: str, blur_sigma: float) -> Tensor:
@@ -262,11 +226,11 @@ def deletion_insertion(
             scattered single-pixel noise, which makes speckled maps look worse than random
             ones; cells give every map, random maps included, the same kind of artifacts.
     """
-    img = _check_image(image)
+    img = check_one_image(image)
     _check_steps(steps)
     _check_batch_size(batch_size)
     _, h, w = img.shape
-    s = _check_map(saliency, (h, w))
+    s = check_map(saliency, (h, w))
     base = _baseline_image(model, img, baseline, blur_sigma)
     blur = base if baseline == "blur" else blurred(img, blur_sigma)
     if patch is None:
@@ -299,7 +263,7 @@ def random_map(
     if not (math.isfinite(smooth) and 0 <= smooth < 1):
         raise UserInputError(f"random-map smoothness must be a fraction in [0, 1), got {smooth}.")
     noise = torch.rand(size, generator=generator)
-    return _smoothed(noise, smooth * min(size))
+    return gaussian_smooth(noise, smooth * min(size))
 
 
 def random_baseline(
@@ -326,7 +290,7 @@ def random_baseline(
     damage is spread over the whole image, which ImageNet networks find much more
     destructive than losing a contiguous part of the object, so such a baseline mostly
     measures that sensitivity."""
-    img = _check_image(image)
+    img = check_one_image(image)
     if not (isinstance(maps, int) and maps >= 1):
         raise UserInputError(f"the number of random maps must be positive, got {maps!r}.")
     gen = torch.Generator().manual_seed(seed)
@@ -489,7 +453,7 @@ def evaluate(
     _check_batch_size(batch_size)
     if baseline not in BASELINES:
         raise UnknownNameError("baseline", str(baseline), BASELINES)
-    resolved = [_method(m, registry) for m in methods]
+    resolved = [method_function(m, registry) for m in methods]
     if not resolved:
         raise UserInputError("no methods were given.")
     labels = list(names) if names is not None else [f"image {i}" for i in range(len(seen))]
@@ -543,280 +507,3 @@ def report_table(report: FaithfulnessReport, *, mean: bool = False) -> list[list
         for m, c in report.mean_curves().items():
             rows.append(["mean", m, "", f"{c.deletion_auc:.3f}", f"{c.insertion_auc:.3f}"])
     return rows
-
-
-# ---- plots ------------------------------------------------------------------------------------
-_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
-
-
-def curves_plot(
-    curves_by_method: Mapping[str, Curves], *, title: str | None = None, dpi: int = 100
-) -> Image.Image:
-    """Deletion (left) and insertion (right) curves, one line per method with its AUC in the
-    legend; a method named "random" is drawn dashed grey. Returns an RGB Pillow image."""
-    if not curves_by_method:
-        raise UserInputError("there are no curves to plot.")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4.2 if title else 3.9), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2, sharey=True)
-    panels = (
-        ("deletion", "Deletion (lower AUC is better)", "fraction of pixels removed"),
-        ("insertion", "Insertion (higher AUC is better)", "fraction of pixels inserted"),
-    )
-    top = max(
-        1e-9, *(float(getattr(c, k).max()) for c in curves_by_method.values() for k, *_ in panels)
-    )
-    k = 0
-    for name, c in curves_by_method.items():
-        is_random = name == RANDOM
-        style: dict[str, Any] = (
-            {"color": "0.45", "linestyle": "--", "linewidth": 1.6}
-            if is_random
-            else {"color": _COLORS[k % len(_COLORS)], "linewidth": 2.0}
-        )
-        k += 0 if is_random else 1
-        for ax, (key, _, _) in zip(axes, panels, strict=True):
-            y = getattr(c, key).numpy()
-            area = c.deletion_auc if key == "deletion" else c.insertion_auc
-            ax.plot(c.fractions.numpy(), y, label=f"{name}  AUC {area:.3f}", **style)
-    for ax, (_, heading, xlabel) in zip(axes, panels, strict=True):
-        ax.set_title(heading, fontsize=11)
-        ax.set_xlabel(xlabel)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, top * 1.08)
-        ax.grid(alpha=0.3)
-    for ax, loc in zip(axes, ("upper right", "upper left"), strict=True):
-        ax.legend(fontsize=8.5, frameon=False, loc=loc)
-    axes[0].set_ylabel("target probability")
-    if title:
-        fig.suptitle(title, fontsize=12)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", facecolor="white")
-    buf.seek(0)
-    with Image.open(buf) as im:
-        return im.convert("RGB")
-
-
-# ---- model-parameter randomization ------------------------------------------------------------
-def _numel(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def _is_norm(m: nn.Module) -> bool:
-    return "Norm" in type(m).__name__
-
-
-def cascade_groups(
-    module: nn.Module, *, min_steps: int = 5, max_steps: int = 10
-) -> list[tuple[str, ...]]:
-    """The randomization cascade of `module`: groups of dotted module names, the output layer's
-    group first, then progressively deeper ones towards the input.
-
-    Groups are the top-level children that hold parameters (norm layers join the layer before
-    them); while there are fewer than `min_steps`, the largest container is split into its
-    children; while there are more than `max_steps`, the adjacent pair with the fewest
-    modules (then parameters) is merged, siblings (children of one container) first, never
-    the output layer's group."""
-    units = [(n, m) for n, m in module.named_children() if _numel(m)]
-    groups: list[list[tuple[str, nn.Module]]] = []
-
-    def regroup(items: list[tuple[str, nn.Module]]) -> list[list[tuple[str, nn.Module]]]:
-        out: list[list[tuple[str, nn.Module]]] = []
-        for item in items:
-            if _is_norm(item[1]) and out:
-                out[-1].append(item)
-            else:
-                out.append([item])
-        if len(out) > 1 and len(out[0]) == 1 and _is_norm(out[0][0][1]):
-            out[1] = out[0] + out[1]
-            out = out[1:]
-        return out
-
-    groups = regroup(units)
-    while len(groups) < min_steps:
-        splittable = [
-            i
-            for i, g in enumerate(groups)
-            if len(g) == 1 and sum(1 for c in g[0][1].children() if _numel(c)) >= 2
-        ]
-        if not splittable:
-            break
-        i = max(splittable, key=lambda j: _numel(groups[j][0][1]))
-        name, mod = groups[i][0]
-        children = [(f"{name}.{n}", c) for n, c in mod.named_children() if _numel(c)]
-        groups[i : i + 1] = regroup(children)
-
-    def parent(g: list[tuple[str, nn.Module]]) -> str | None:
-        parents = {n.rpartition(".")[0] for n, _ in g}
-        return parents.pop() if len(parents) == 1 else None
-
-    while len(groups) > max(2, max_steps):
-        sizes = [sum(_numel(m) for _, m in g) for g in groups]
-        pairs = range(len(groups) - 2)  # never merge the output layer's group
-        siblings = [
-            j
-            for j in pairs
-            if parent(groups[j]) is not None and parent(groups[j]) == parent(groups[j + 1])
-        ]
-        i = min(
-            siblings or pairs,
-            key=lambda j: (len(groups[j]) + len(groups[j + 1]), sizes[j] + sizes[j + 1]),
-        )
-        groups[i : i + 2] = [groups[i] + groups[i + 1]]
-    if not groups:
-        raise UserInputError("the model has no parameters to randomize.")
-    return [tuple(n for n, _ in g) for g in reversed(groups)]
-
-
-def _reinit(module: nn.Module, names: Sequence[str], gen: torch.Generator) -> None:
-    """Re-initialize the parameters of the named submodules: `reset_parameters()` where a
-    module has it (its own default initialization, drawn from torch's RNG, which the caller has
-    seeded), otherwise N(0, 0.02²) from `gen`."""
-    for name in names:
-        sub = module.get_submodule(name)
-        for m in sub.modules():
-            own = list(m.parameters(recurse=False))
-            reset = getattr(m, "reset_parameters", None)
-            if callable(reset):
-                reset()
-            elif own:
-                with torch.no_grad():
-                    for p in own:
-                        noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
-                        p.copy_((noise * 0.02).to(p.device, p.dtype))
-
-
-def _label(names: Sequence[str]) -> str:
-    return names[0] if len(names) == 1 else f"{names[0]} … {names[-1]}"
-
-
-@dataclass(frozen=True)
-class SanityStep:
-    layers: tuple[str, ...]  # the modules re-initialized in this step (cumulative with earlier)
-    spearman: float  # rank correlation with the original map (0 when the map went constant)
-    ssim: float | None  # structural similarity of the [0, 1]-scaled maps, None if too small
-
-    @property
-    def label(self) -> str:
-        return _label(self.layers)
-
-
-@dataclass(frozen=True)
-class SanityResult:
-    """Cascading randomization of one method on one image."""
-
-    method: str
-    steps: tuple[SanityStep, ...]
-    original: Tensor  # (H, W) the map of the trained model
-    maps: tuple[Tensor, ...]  # (H, W) the map after each step
-    threshold: float = INSENSITIVE_SPEARMAN
-
-    @property
-    def final_spearman(self) -> float:
-        return self.steps[-1].spearman
-
-    @property
-    def mean_spearman(self) -> float:
-        """The mean correlation over the cascade: how long the map resists randomization."""
-        return sum(s.spearman for s in self.steps) / len(self.steps)
-
-    @property
-    def insensitive(self) -> bool:
-        """True when the map stays similar with every layer randomized: it does not depend
-        on what the model learned."""
-        return self.final_spearman >= self.threshold
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "final_spearman": round(self.final_spearman, 6),
-            "mean_spearman": round(self.mean_spearman, 6),
-            "insensitive": self.insensitive,
-            "threshold": self.threshold,
-            "steps": [
-                {
-                    "randomized": list(s.layers),
-                    "spearman": round(s.spearman, 6),
-                    "ssim": None if s.ssim is None else round(s.ssim, 6),
-                }
-                for s in self.steps
-            ],
-        }
-
-
-def _spearman(a: Tensor, b: Tensor) -> float:
-    from scipy.stats import spearmanr
-
-    x = a.flatten().double().numpy()
-    y = b.flatten().double().numpy()
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return 0.0
-    return float(spearmanr(x, y).statistic)
-
-
-def _ssim(a: Tensor, b: Tensor) -> float | None:
-    if min(a.shape) < 7:
-        return None
-    from skimage.metrics import structural_similarity
-
-    def unit(t: Tensor) -> Any:
-        x = t.double().numpy()
-        span = np.ptp(x)
-        return (x - x.min()) / span if span > 0 else np.zeros_like(x)
-
-    return float(structural_similarity(unit(a), unit(b), data_range=1.0))  # type: ignore[no-untyped-call]
-
-
-def sanity_check(
-    model: ConvModel,
-    image: Tensor,
-    method: str | AttributionFn,
-    target: Target,
-    *,
-    cascade: Sequence[str] | None = None,
-    seed: int = 0,
-    options: Mapping[str, Any] | None = None,
-    registry: Mapping[str, AttributionFn] | None = None,
-    threshold: float = INSENSITIVE_SPEARMAN,
-) -> SanityResult:
-    """Cascading model-parameter randomization (Adebayo et al. 2018) of `method` on `image`.
-
-    A deep copy of the model is randomized step by step, from the output layer towards the
-    input (`cascade`: dotted module names, one per step, output first; default
-    `cascade_groups(model.module)`, ~5–10 steps); after each step the map is recomputed and
-    compared with the original map by Spearman rank correlation (and SSIM). The original model
-    is never modified, and torch's global RNG state is left as it was.
-    """
-    name, fn = _method(method, registry)
-    img = _check_image(image)
-    batch = img[None]
-    if cascade is None:
-        groups = cascade_groups(model.module)
-    else:
-        groups = [(model.resolve(c),) for c in cascade]
-        if not groups:
-            raise UserInputError("the cascade names no layers.")
-    original = attribution_maps(model, batch, [target], fn, options)[0]
-    if float(original.max() - original.min()) == 0:
-        raise UserInputError(
-            f"method {name!r} gives a constant map on this image; there is nothing to compare."
-        )
-    clone = model.with_module(copy.deepcopy(model.module))
-    dev = clone.device
-    devices = [dev] if dev.type == "cuda" else []
-    gen = torch.Generator().manual_seed(seed)
-    steps: list[SanityStep] = []
-    maps: list[Tensor] = []
-    with torch.random.fork_rng(devices=devices):
-        for k, group in enumerate(groups):
-            torch.manual_seed(seed * 1009 + k)
-            _reinit(clone.module, group, gen)
-            clone.module.eval()
-            m = attribution_maps(clone, batch, [target], fn, options)[0]
-            m = torch.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)
-            maps.append(m)
-            steps.append(SanityStep(tuple(group), _spearman(original, m), _ssim(original, m)))
-    return SanityResult(name, tuple(steps), original, tuple(maps), threshold)

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from convscope.attribute.maps import check_map, gaussian_smooth
 from convscope.errors import UserInputError
 
 __all__ = [
@@ -80,39 +80,6 @@ def _check_image(image: Tensor) -> Tensor:
     if not image.is_floating_point():
         raise UserInputError(f"the image must hold floats in [0, 1], got dtype {image.dtype}.")
     return image.detach().float().cpu()
-
-
-def _check_map(saliency: Tensor, size: tuple[int, int]) -> Tensor:
-    """The map as a finite (H, W) float tensor at the image's size (resized bilinearly)."""
-    if not isinstance(saliency, Tensor):
-        raise UserInputError(f"the saliency map must be a tensor, not {type(saliency).__name__}.")
-    s = saliency.detach().float().cpu()
-    while s.dim() > 2 and s.shape[0] == 1:
-        s = s[0]
-    if s.dim() != 2 or 0 in s.shape:
-        raise UserInputError(f"the saliency map must have shape (H, W), got {tuple(s.shape)}.")
-    if not bool(torch.isfinite(s).all()):
-        raise UserInputError("the saliency map contains NaN or infinite values.")
-    if tuple(s.shape) != size:
-        s = F.interpolate(s[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-    return s
-
-
-def _smoothed(s: Tensor, sigma: float) -> Tensor:
-    """Gaussian blur of an (H, W) map with standard deviation `sigma` pixels."""
-    if sigma <= 0:
-        return s
-    h, w = s.shape
-    radius = min(math.ceil(3 * sigma), h - 1, w - 1)
-    if radius < 1:
-        return s
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    x = F.pad(s[None, None], (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1))
-    x = F.conv2d(x, k.view(1, 1, -1, 1))
-    return x[0, 0]
 
 
 def seed_labels(
@@ -207,8 +174,8 @@ def grabcut_segment(
         raise UserInputError(f"min_area must be a fraction in [0, 1), got {min_area!r}.")
     if border < 0 or 2 * border >= min(h, w):
         raise UserInputError(f"border must be in 0..{(min(h, w) - 1) // 2} px, got {border}.")
-    s = _check_map(saliency, (h, w))
-    s = _smoothed(s, smooth * min(h, w))
+    s = check_map(saliency, (h, w))
+    s = gaussian_smooth(s, smooth * min(h, w))
     labels = seed_labels(
         s,
         fg_quantile=fg_quantile,

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from convscope.errors import UserInputError
-from convscope.models.base import ConvModel
-from convscope.probe import Probe
+from convscope.errors import UnknownNameError, UserInputError
+from convscope.models.base import ConvModel, check_image_batch
+from convscope.probe import Probe, capture
 
 __all__ = [
     "ClassTarget",
@@ -19,6 +18,7 @@ __all__ = [
     "Target",
     "class_target",
     "describe_target",
+    "make_targets",
     "neuron_scores",
     "target_scores",
 ]
@@ -70,19 +70,16 @@ def class_target(
 
 
 def _fuzzy(classes: Sequence[str], name: str) -> int:
+    """A class by one of its comma-separated synonyms or a unique prefix (case-insensitive);
+    otherwise a one-sentence error with the closest names."""
     low = name.lower().strip()
     lower = [c.lower() for c in classes]
-    contains = [i for i, c in enumerate(lower) if low in c.split(", ") or c.startswith(low)]
-    if len(contains) == 1:
-        return contains[0]
-    near = difflib.get_close_matches(low, lower, n=5, cutoff=0.6)
-    sub = [c for c in lower if low in c and c not in near]
-    options = [classes[lower.index(c)] for c in [*near, *sub]][:5]
-    if options:
-        hint = "did you mean " + ", ".join(repr(o) for o in options) + "?"
-    else:
-        hint = "`convscope classify` shows class names; an index works too."
-    raise UserInputError(f"Unknown class {name!r}; {hint}")
+    hits = [i for i, c in enumerate(lower) if low in c.split(", ") or c.startswith(low)]
+    if len(hits) == 1:
+        return hits[0]
+    raise UnknownNameError(
+        "class", name, classes, hint="`convscope classify` shows class names; an index works too."
+    )
 
 
 def neuron_scores(model: ConvModel, x: Tensor, targets: Sequence[NeuronTarget]) -> Tensor:
@@ -149,3 +146,54 @@ def describe_target(model: ConvModel, target: Target) -> str:
         return f"class {target.index}"
     where = "max" if target.position is None else f"{target.position[0]},{target.position[1]}"
     return f"{target.layer} ch {target.channel} @ {where}"
+
+
+def _model_input(model: ConvModel, seen: Tensor) -> Tensor:
+    """Seen images → model input (normalize only: the geometry was applied already)."""
+    return model.preprocess.normalize(seen.to(model.device))
+
+
+def make_targets(
+    model: ConvModel,
+    seen: Tensor,
+    target: str | int | None = None,
+    *,
+    layer: str | None = None,
+    channel: int | None = None,
+    position: tuple[int, int] | None = None,
+) -> list[Target]:
+    """One target per image of `seen` (B, 3, H, W), checked against the model.
+
+    With `channel`, the neuron `layer`/`channel` at `position` (y, x in the layer's output;
+    None = where that channel is highest); otherwise the class `target` (a name, matched
+    fuzzily, or an index; None = each image's top prediction)."""
+    seen = check_image_batch(seen)
+    b = int(seen.shape[0])
+    if channel is None:
+        if position is not None:
+            raise UserInputError("--position needs --channel (and --layer) to pick a neuron.")
+        return list(class_target(model, target, _model_input(model, seen)))
+    if target is not None:
+        raise UserInputError(
+            "give either a class target or a neuron (--layer and --channel), not both."
+        )
+    if layer is None:
+        raise UserInputError("--channel needs --layer to name the neuron's layer.")
+    model.resolve(layer)
+    act = capture(model, _model_input(model, seen[:1]), [layer])[layer]
+    if act.dim() != 4:
+        raise UserInputError(
+            f"layer {layer} has output shape {tuple(act.shape)}; a neuron target needs a "
+            "spatial layer."
+        )
+    _, c, h, w = (int(d) for d in act.shape)
+    if not 0 <= channel < c:
+        raise UserInputError(f"channel {channel} is out of range 0..{c - 1} for layer {layer}.")
+    if position is not None:
+        y, x = position
+        if not (0 <= y < h and 0 <= x < w):
+            raise UserInputError(
+                f"position {y},{x} is outside layer {layer}'s {h}x{w} output "
+                f"(y in 0..{h - 1}, x in 0..{w - 1})."
+            )
+    return [NeuronTarget(layer, channel, position)] * b

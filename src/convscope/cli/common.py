@@ -1,16 +1,19 @@
-"""Shared CLI plumbing: options whose defaults come from the library, console, seeding."""
+"""Shared CLI plumbing: consoles, progress bars, library defaults, output checks, models.
+
+Nothing here imports torch at module level, so `convscope --help` answers at once; the
+commands import the library inside their bodies.
+"""
 
 from __future__ import annotations
 
+import ast
 import contextlib
-import inspect
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -22,23 +25,23 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from convscope.data.files import atomic_write_text
-from convscope.data.images import DEFAULT_MAX_PIXELS
-from convscope.events import Progress as ProgressEvent
-from convscope.events import ProgressCallback
-from convscope.models import ConvModel, load_model
+from convscope.data.files import check_writable
+from convscope.errors import UserInputError
+
+if TYPE_CHECKING:
+    from convscope.events import Progress as ProgressEvent
+    from convscope.events import ProgressCallback
+    from convscope.models import ConvModel
 
 __all__ = [
-    "DebugOpt",
-    "DeviceOpt",
-    "MaxPixelsOpt",
-    "ModelOpt",
-    "QuietOpt",
-    "SeedOpt",
-    "WeightsOpt",
+    "LIBRARY_DEFAULTS",
+    "ProgressBars",
+    "check_outputs",
     "console",
-    "default_of",
+    "library_constant",
+    "library_default",
     "open_model",
+    "out",
     "progress_bar",
     "write_json",
 ]
@@ -46,53 +49,121 @@ __all__ = [
 console = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)
 
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # src/convscope
 
-def default_of(func: Callable[..., Any], param: str) -> Any:
-    """The library's default for `param` of `func`, so the CLI never restates it."""
-    return inspect.signature(func).parameters[param].default
-
-
-ModelOpt = Annotated[
-    str,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Registry name (see `convscope models`), file.py:factory, package.module:attr, "
-        "or a TorchScript file.",
-    ),
-]
-WeightsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--weights",
-        help="DEFAULT (torchvision download), random, or a local state-dict file "
-        "(.safetensors, or a torch file read with weights_only). Default: the model's own.",
-    ),
-]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
-DebugOpt = Annotated[
-    bool, typer.Option("--debug", help="Show the full traceback of internal errors.")
-]
-MaxPixelsOpt = Annotated[
-    int,
-    typer.Option(
-        "--max-pixels",
-        min=1,
-        help="Refuse images with more pixels than this (a decompression-bomb guard).",
-    ),
-]
-MAX_PIXELS_DEFAULT = DEFAULT_MAX_PIXELS
+LIBRARY_DEFAULTS: list[tuple[str, str, Any]] = []
+"""Every (target, parameter, value) `library_default` has read, so a test can check each one
+against the imported library's real signature."""
 
 
+# ---- library defaults, read without importing the library ------------------------------------
+@cache
+def _module_tree(module: str) -> ast.Module:
+    """The parsed source of a convscope module, found by its path (importing it, or even
+    `importlib.util.find_spec`, would import its packages and with them torch)."""
+    parts = module.split(".")
+    if parts[0] != "convscope":
+        raise ValueError(f"{module} is not a convscope module")
+    base = _PACKAGE_ROOT.joinpath(*parts[1:])
+    path = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def _constants(tree: ast.Module) -> dict[str, Any]:
+    """Module-level `NAME = literal` (and annotated) assignments."""
+    found: dict[str, Any] = {}
+    for node in tree.body:
+        targets: list[ast.expr] = []
+        value: ast.expr | None = None
+        if isinstance(node, ast.Assign):
+            targets, value = list(node.targets), node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        for t in targets:
+            if isinstance(t, ast.Name) and value is not None:
+                with contextlib.suppress(ValueError, TypeError, SyntaxError):
+                    found[t.id] = ast.literal_eval(value)
+    return found
+
+
+def _function(tree: ast.Module, qualname: str) -> ast.FunctionDef:
+    scope: Sequence[ast.stmt] = tree.body
+    node: ast.stmt | None = None
+    for part in qualname.split("."):
+        node = next(
+            (n for n in scope if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part),
+            None,
+        )
+        if node is None:
+            raise LookupError(qualname)
+        scope = node.body
+    if not isinstance(node, ast.FunctionDef):
+        raise LookupError(qualname)
+    return node
+
+
+def library_default(target: str, param: str) -> Any:
+    """The default of `param` of the library callable `target` ("convscope.mod:func" or
+    "convscope.mod:Class.method"), read from its source, so the CLI never restates a default
+    and still starts without importing torch. Defaults must be literals or module-level
+    literal constants (a test checks every value against the imported signature)."""
+    module, _, qualname = target.partition(":")
+    tree = _module_tree(module)
+    fn = _function(tree, qualname)
+    args = fn.args
+    positional = [*args.posonlyargs, *args.args]
+    pairs = list(
+        zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True)
+    )
+    pairs += [
+        (a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None
+    ]
+    for arg, default in pairs:
+        if arg.arg == param:
+            if isinstance(default, ast.Name):
+                value = _constants(tree)[default.id]
+            else:
+                value = ast.literal_eval(default)
+            LIBRARY_DEFAULTS.append((target, param, value))
+            return value
+    raise LookupError(f"{target} has no parameter {param!r} with a default")
+
+
+def library_constant(module: str, name: str) -> Any:
+    """A module-level literal constant of the library (e.g. a tuple of method names)."""
+    value = _constants(_module_tree(module))[name]
+    LIBRARY_DEFAULTS.append((module, name, value))
+    return value
+
+
+# ---- checks ------------------------------------------------------------------------------------
+def check_outputs(*paths: Path | None) -> list[Path]:
+    """The one rule for output paths, applied before any work: the folder must exist (convscope
+    creates none), the path must not be a folder, and no two outputs may be the same file.
+    Returns the paths given (None left out)."""
+    given = [p for p in paths if p is not None]
+    resolved = [p.expanduser().resolve() for p in given]
+    if len(set(resolved)) < len(resolved):
+        raise UserInputError("the output files must be different files.")
+    for p in given:
+        check_writable(p)
+    return given
+
+
+# ---- models and output ---------------------------------------------------------------------------
 def open_model(model: str, weights: str | None, device: str, seed: int | None = None) -> ConvModel:
+    import torch
+
+    from convscope.models import load_model
+
     if seed is not None:
         torch.manual_seed(seed)
     return load_model(model, weights=weights, device=device)
 
 
 def write_json(data: Any, path: Path | None) -> None:
+    from convscope.data.files import atomic_write_text
+
     text = json.dumps(data, indent=2)
     if path is None:
         out.print(text, markup=False, highlight=False)
@@ -100,33 +171,56 @@ def write_json(data: Any, path: Path | None) -> None:
         atomic_write_text(path, text + "\n")
 
 
-@contextlib.contextmanager
-def progress_bar(quiet: bool = False) -> Iterator[ProgressCallback]:
-    """A callback that renders the library's `Progress` events as bars with ETA (on stderr)."""
-    bars = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[unit]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-        disable=quiet,
-        transient=False,
-    )
-    tasks: dict[str, TaskID] = {}
+class ProgressBars:
+    """Renders the library's `Progress` events as bars with ETA on stderr, one bar per task.
 
-    def on_progress(event: ProgressEvent) -> None:
+    Call the object with an event (it is a `ProgressCallback`). `clear()` removes every bar but
+    the ones named, so a long job (the demo) can show one overall bar plus the current step's.
+    When the block ends with an exception (Ctrl-C included), the bars vanish, so the error is
+    the only line left."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.bars = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            disable=quiet,
+            transient=False,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __call__(self, event: ProgressEvent) -> None:
         info = event.message
         if event.metrics:
             info = " ".join([info, *(f"{k}={v:.4g}" for k, v in event.metrics.items())]).strip()
-        if event.task not in tasks:
-            tasks[event.task] = bars.add_task(
+        if event.task not in self.tasks:
+            self.tasks[event.task] = self.bars.add_task(
                 event.task, total=event.total, unit=event.unit, info=info
             )
-        bars.update(tasks[event.task], completed=event.done, total=event.total, info=info)
+        self.bars.update(self.tasks[event.task], completed=event.done, total=event.total, info=info)
 
-    with bars:
-        yield on_progress
+    def clear(self, *, keep: Sequence[str] = ()) -> None:
+        for name in [t for t in self.tasks if t not in keep]:
+            self.bars.remove_task(self.tasks.pop(name))
+
+    def __enter__(self) -> ProgressBars:
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.bars.live.transient = True  # leave only the error (or "Interrupted") behind
+        self.bars.__exit__(exc_type, exc, tb)
+
+
+@contextlib.contextmanager
+def progress_bar(quiet: bool = False) -> Iterator[ProgressCallback]:
+    """A callback that renders the library's `Progress` events as bars with ETA (on stderr)."""
+    with ProgressBars(quiet) as bars:
+        yield bars

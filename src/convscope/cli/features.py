@@ -1,60 +1,44 @@
 """`convscope features`, `neighbors` and `embed`: a dataset's feature space, its nearest
-neighbours and 2-D maps; and the demo section that shows them on the bundled digits."""
+neighbours and 2-D maps."""
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import torch
 import typer
-from torch import Tensor
 
-from convscope.cli.app import app
-from convscope.cli.common import (
+from convscope.cli.application import app
+from convscope.cli.common import check_outputs, library_default, open_model, out, progress_bar
+from convscope.cli.options import (
     MAX_PIXELS_DEFAULT,
+    DatasetArg,
     DeviceOpt,
+    LimitOpt,
     MaxPixelsOpt,
     ModelOpt,
     QuietOpt,
+    ResumeOpt,
     WeightsOpt,
-    default_of,
-    open_model,
-    out,
-    progress_bar,
 )
-from convscope.data.batches import iter_batches
-from convscope.data.datasets import load_dataset
-from convscope.data.files import atomic_write_text
-from convscope.data.images import save_png
-from convscope.data.samples import load_image_or_sample
-from convscope.errors import UserInputError, WeightsUnavailableError
-from convscope.events import Progress, ProgressCallback
-from convscope.inspect.embed import embed_2d, grid_snap, knn_accuracy_2d
-from convscope.inspect.features import (
-    FeatureFile,
-    extract_features,
-    feature_images,
-    image_features,
-    load_features,
-    partial_path,
-    source_dataset,
-)
-from convscope.inspect.neighbors import nearest, nearest_chunks, pixel_vectors, pixels_of
-from convscope.models import ConvModel, Preprocess
-from convscope.render.embedding import embedding_html, embedding_image, thumbnail_size
-from convscope.render.grids import image_grid, titled
-from convscope.render.html import Figure, Section
+from convscope.errors import Interrupted, UserInputError
 
 if TYPE_CHECKING:
-    from convscope.cli.demo import DemoContext
+    from torch import Tensor
 
-__all__ = ["embed_cmd", "features_cmd", "features_demo_section", "neighbors_cmd"]
+    from convscope.events import ProgressCallback
+    from convscope.inspect.features import FeatureFile
+    from convscope.models import ConvModel
+
+__all__ = ["embed_cmd", "features_cmd", "neighbors_cmd"]
+
+_EXTRACT = "convscope.inspect.features:extract_features"
+_NEAREST = "convscope.inspect.neighbors:nearest"
+_EMBED = "convscope.inspect.embed:embed_2d"
+_EMBEDDING_IMAGE = "convscope.render.embedding:embedding_image"
 
 
 class PoolChoice(StrEnum):
@@ -79,11 +63,6 @@ class MethodChoice(StrEnum):
     umap = "umap"
 
 
-def _say(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
-
-
 def _default_layer(cm: ConvModel) -> str:
     if "embed" in cm.aliases:
         return "embed"
@@ -95,10 +74,7 @@ def _default_layer(cm: ConvModel) -> str:
 def _check_output(path: Path, suffixes: Sequence[str], what: str) -> None:
     if path.suffix.lower() not in suffixes:
         raise UserInputError(f"{what} {path} must end in {' or '.join(suffixes)}.")
-    if not path.parent.is_dir():
-        raise UserInputError(f"Cannot write {path}: the folder {path.parent} does not exist.")
-    if path.is_dir():
-        raise UserInputError(f"Cannot write {path}: it is a folder.")
+    check_outputs(path)
 
 
 # ---- features --------------------------------------------------------------------------------
@@ -106,13 +82,7 @@ def _check_output(path: Path, suffixes: Sequence[str], what: str) -> None:
 
 @app.command("features")
 def features_cmd(
-    dataset: Annotated[
-        str,
-        typer.Argument(
-            help="A folder of images (sub-folders are classes), or a built-in dataset: "
-            "digits, mnist5k, fashion-mnist."
-        ),
-    ],
+    dataset: DatasetArg,
     out_path: Annotated[Path, typer.Option("--out", "-o", help="The .safetensors file to write.")],
     model: ModelOpt = "efficientnet_lite0",
     layer: Annotated[
@@ -123,7 +93,7 @@ def features_cmd(
     ] = None,
     pool: Annotated[
         PoolChoice, typer.Option("--pool", help="Pool each map over space: avg, max, or flatten.")
-    ] = PoolChoice(default_of(extract_features, "pool")),
+    ] = PoolChoice(library_default(_EXTRACT, "pool")),
     batch_size: Annotated[
         int | None,
         typer.Option("--batch-size", min=1, help="Images per forward pass. Default: by size."),
@@ -131,13 +101,9 @@ def features_cmd(
     precision: Annotated[
         PrecisionChoice,
         typer.Option("--precision", help="fp32, or bf16 autocast (faster on CPUs with bf16)."),
-    ] = PrecisionChoice(default_of(extract_features, "precision")),
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an interrupted run into the same --out.")
-    ] = False,
-    limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="Only the first N images.")
-    ] = None,
+    ] = PrecisionChoice(library_default(_EXTRACT, "precision")),
+    resume: ResumeOpt = False,
+    limit: LimitOpt = None,
     split: Annotated[
         str | None, typer.Option("--split", help="fashion-mnist: train or test.")
     ] = None,
@@ -150,6 +116,9 @@ def features_cmd(
 
     Features stream to disk as they are computed (memory stays flat), unreadable images are
     skipped and counted, and Ctrl-C keeps the finished batches for --resume."""
+    from convscope.data.datasets import load_dataset
+    from convscope.inspect.features import extract_features, partial_path
+
     _check_output(out_path, (".safetensors",), "The output file")
     ds = load_dataset(dataset, split=split, max_pixels=max_pixels)
     cm = open_model(model, weights, device, seed=0)
@@ -171,12 +140,10 @@ def features_cmd(
             )
     except KeyboardInterrupt:
         folder = partial_path(out_path)
-        saved = _saved_rows(folder)
-        _say(
-            f"Interrupted: {saved} images are saved in {folder}; run the same command with "
+        raise Interrupted(
+            f"{_saved_rows(folder)} images are saved in {folder}; run the same command with "
             "--resume to continue."
-        )
-        raise typer.Exit(130) from None
+        ) from None
     out.print(
         f"Wrote {out_path}: {len(ff)} images × {ff.dim} features of {cm.name} {name} "
         f"({ff.skipped} skipped)."
@@ -194,6 +161,8 @@ def _saved_rows(folder: Path) -> int:
 
 
 def _model_of(ff: FeatureFile, device: str) -> ConvModel:
+    from convscope.errors import WeightsUnavailableError
+
     weights = ff.provenance.get("weights_arg", "") or None
     try:
         return open_model(ff.model, weights, device, seed=0)
@@ -219,6 +188,9 @@ def _parse_query(spec: str, n: int) -> int | None:
 def _pixel_rows(
     ff: FeatureFile, rows: Sequence[int], size: int, bar: ProgressCallback
 ) -> Iterator[Tensor]:
+    from convscope.inspect.features import source_dataset
+    from convscope.inspect.neighbors import pixel_vectors
+
     ds = source_dataset(ff)
     step = 4096
     for lo in range(0, len(rows), step):
@@ -239,7 +211,7 @@ def neighbors_cmd(
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="Neighbours per query.")] = 8,
     metric: Annotated[
         MetricChoice, typer.Option("--metric", help="l2 (Euclidean) or cosine distance.")
-    ] = MetricChoice(default_of(nearest, "metric")),
+    ] = MetricChoice(library_default(_NEAREST, "metric")),
     pixels: Annotated[
         bool,
         typer.Option("--pixels", help="Add a row of raw-pixel neighbours under each query."),
@@ -250,6 +222,14 @@ def neighbors_cmd(
 ) -> None:
     """Show the nearest images of the index in feature space (and in pixel space) for each
     query. Features of new images are computed with the index's model, layer and pooling."""
+    import torch
+
+    from convscope.data.images import save_png
+    from convscope.data.samples import load_image_or_sample
+    from convscope.inspect.features import feature_images, image_features, load_features
+    from convscope.inspect.neighbors import drop_self, nearest, nearest_chunks, pixels_of
+    from convscope.render.grids import image_grid, titled
+
     _check_output(out_path, (".png",), "The figure")
     ff = load_features(index)
     n = len(ff)
@@ -280,7 +260,7 @@ def neighbors_cmd(
     images = [loaded[j][0] if row is None else by_row[row] for j, row in enumerate(rows)]
     m = metric.value
     dist, ids = nearest(vectors, ff.features, min(n, k + 1), metric=m)  # type: ignore[arg-type]
-    feat_hits = [_drop_self(dist[j], ids[j], rows[j], k) for j in range(len(queries))]
+    feat_hits = [drop_self(dist[j], ids[j], rows[j], k) for j in range(len(queries))]
     pix_hits: list[tuple[list[float], list[int]]] = []
     if pixels:
         size = 32
@@ -292,7 +272,7 @@ def neighbors_cmd(
                 min(n, k + 1),
                 metric=m,  # type: ignore[arg-type]
             )
-        pix_hits = [_drop_self(pd[j], pi[j], rows[j], k) for j in range(len(queries))]
+        pix_hits = [drop_self(pd[j], pi[j], rows[j], k) for j in range(len(queries))]
     names = ff.label_names()
     hit_rows = sorted({r for _, rs in feat_hits + pix_hits for r in rs})
     hit_images = dict(zip(hit_rows, feature_images(ff, hit_rows), strict=True))
@@ -315,20 +295,19 @@ def neighbors_cmd(
         out.print(f"Wrote {out_path} ({len(queries)} queries × {k} neighbours).")
 
 
-def _drop_self(d: Tensor, ids: Tensor, row: int | None, k: int) -> tuple[list[float], list[int]]:
-    pairs = [(float(a), int(b)) for a, b in zip(d.tolist(), ids.tolist(), strict=True)]
-    if row is not None:
-        pairs = [p for p in pairs if p[1] != row]
-    pairs = pairs[:k]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
 # ---- embed -----------------------------------------------------------------------------------
 
 
 def _thumbnails(ff: FeatureFile, rows: Sequence[int], side: int, bar: ProgressCallback) -> Tensor:
     """(len(rows), 3, side, side) uint8 thumbnails (short side resized, center-cropped),
     decoded in the background from the index's dataset."""
+    import torch
+
+    from convscope.data.batches import iter_batches
+    from convscope.events import Progress
+    from convscope.inspect.features import feature_images, source_dataset
+    from convscope.models import Preprocess
+
     smooth = Preprocess(resize=side, crop=side, interpolation="bilinear")
     crisp = Preprocess(resize=side, crop=side, interpolation="nearest")
 
@@ -361,7 +340,7 @@ def embed_cmd(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="The PNG map to write.")],
     method: Annotated[
         MethodChoice, typer.Option("--method", help="pca, tsne (openTSNE) or umap (umap-learn).")
-    ] = MethodChoice(default_of(embed_2d, "method")),
+    ] = MethodChoice(library_default(_EMBED, "method")),
     html_out: Annotated[
         Path | None,
         typer.Option("--html", help="Also write an interactive, self-contained HTML map."),
@@ -371,9 +350,9 @@ def embed_cmd(
     ] = False,
     perplexity: Annotated[
         float, typer.Option("--perplexity", min=0.1, help="t-SNE perplexity.")
-    ] = default_of(embed_2d, "perplexity"),
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = default_of(
-        embed_2d, "seed"
+    ] = library_default(_EMBED, "perplexity"),
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = library_default(
+        _EMBED, "seed"
     ),
     max_points: Annotated[
         int | None,
@@ -381,13 +360,23 @@ def embed_cmd(
     ] = None,
     size: Annotated[
         int, typer.Option("--size", min=64, help="Width of the PNG map in pixels.")
-    ] = default_of(embedding_image, "size"),
+    ] = library_default(_EMBEDDING_IMAGE, "size"),
     quiet: QuietOpt = False,
 ) -> None:
     """Map a feature file to 2-D (PCA, t-SNE or UMAP) and draw every image at its place."""
     _check_output(out_path, (".png",), "The map")
     if html_out is not None:
         _check_output(html_out, (".html", ".htm"), "The HTML map")
+    check_outputs(out_path, html_out)
+    import numpy as np
+
+    from convscope.data.files import atomic_paths
+    from convscope.data.images import save_png
+    from convscope.inspect.embed import embed_2d, grid_snap, knn_accuracy_2d
+    from convscope.inspect.features import load_features
+    from convscope.render.embedding import embedding_html, embedding_image, thumbnail_size
+    from convscope.render.grids import titled
+
     ff = load_features(features)
     n = len(ff)
     rows = list(range(n))
@@ -410,7 +399,7 @@ def embed_cmd(
     pos = grid_snap(xy) if grid else xy
     picture = embedding_image(pos, thumbs, size=size, grid=grid, labels=labels, classes=classes)
     title = f"{ff.model} · {ff.layer} · {method.value} · {len(rows)} images"
-    save_png(titled(picture, title), out_path)
+    page = None
     if html_out is not None:
         idents = ff.idents
         page = embedding_html(
@@ -422,112 +411,12 @@ def embed_cmd(
             classes=classes,
             subtitle=ff.provenance.get("dataset", ""),
         )
-        atomic_write_text(html_out, page)
+    with atomic_paths([p for p in (out_path, html_out) if p is not None]) as tmps:
+        save_png(titled(picture, title), tmps[0])
+        if page is not None:
+            tmps[1].write_text(page, encoding="utf-8")
     note = ""
     if (labels >= 0).sum() > 10:
         note = f"; 10-NN accuracy in the map {knn_accuracy_2d(xy, labels, k=10):.3f}"
     written = f"{out_path}" + (f" and {html_out}" if html_out else "")
     out.print(f"Wrote {written} ({len(rows)} images, {method.value}{note}).")
-
-
-# ---- the demo section ------------------------------------------------------------------------
-
-
-def features_demo_section(ctx: DemoContext) -> Section:
-    """Feature space of smallnet on the bundled 8×8 digits: a t-SNE map of thumbnails, its
-    grid-snapped version, and nearest neighbours in feature space against pixel space."""
-    title = "Feature space"
-    try:
-        cm = ctx.model("smallnet")
-    except WeightsUnavailableError as exc:
-        return Section(title, f"Skipped: {exc}")
-    ds = load_dataset("digits")
-    images = torch.stack([ds[i].image for i in range(len(ds))])  # (N, 3, 8, 8)
-    labels = torch.as_tensor(getattr(ds, "labels", [ds[i].label for i in range(len(ds))]))
-    feats = torch.cat(
-        [image_features(cm, images[lo : lo + 512], "embed") for lo in range(0, len(ds), 512)]
-    )  # (N, 32)
-    xy = embed_2d(feats, method="tsne", seed=0)
-    acc = knn_accuracy_2d(xy, labels, k=10)
-    acc_pca = knn_accuracy_2d(embed_2d(feats, method="pca"), labels, k=10)
-    classes = ds.classes
-    n = len(ds)
-    size = 1400
-    m1 = embedding_image(xy, images, size=size, labels=labels, classes=classes)
-    f1 = ctx.save("features_tsne.png", titled(m1, f"smallnet embed · t-SNE · {n} digits"))
-    m2 = embedding_image(grid_snap(xy), images, size=size, grid=True, labels=labels)
-    f2 = ctx.save("features_tsne_grid.png", titled(m2, "the same map, snapped to a grid"))
-    page = embedding_html(
-        xy,
-        images,
-        labels,
-        title="smallnet embed · t-SNE of the digits",
-        idents=[ds.ident(i) for i in range(n)],
-        classes=classes,
-        subtitle="convscope demo",
-    )
-    atomic_write_text(ctx.out / "features_map.html", page)
-
-    # Neighbours: feature space against raw pixels (8×8, as the digits are).
-    k = 8
-    pix = images.reshape(n, -1)  # (N, 192)
-    pd, pi = nearest(pix, pix, k + 1)  # every digit's neighbours, in both spaces
-    fd, fi = nearest(feats, feats, k + 1)
-
-    def same_class(d: Tensor, i: Tensor, q: int) -> int:
-        return sum(int(labels[r]) == int(labels[q]) for r in _drop_self(d, i, q, k)[1])
-
-    gap = [abs(same_class(fd[q], fi[q], q) - same_class(pd[q], pi[q], q)) for q in range(n)]
-    queries: list[int] = []
-    for q in sorted(range(n), key=lambda i: (-gap[i], i)):  # most disagreement, one per class
-        if all(int(labels[q]) != int(labels[o]) for o in queries):
-            queries.append(q)
-        if len(queries) == 4:
-            break
-    tiles: list[Tensor] = []
-    names: list[str] = []
-    feat_agree = pix_agree = 0
-    for q in queries:
-        for kind, (d, i) in (("features", (fd[q], fi[q])), ("pixels", (pd[q], pi[q]))):
-            dists, ids = _drop_self(d, i, q, k)
-            tiles.append(images[q])
-            names.append(f"{kind}: digit {int(labels[q])}")
-            tiles.extend(images[r] for r in ids)
-            names.extend(f"{dd:.2g} · {int(labels[r])}" for dd, r in zip(dists, ids, strict=True))
-            same = sum(int(labels[r]) == int(labels[q]) for r in ids)
-            if kind == "features":
-                feat_agree += same
-            else:
-                pix_agree += same
-    grid = image_grid(tiles, ncol=k + 1, labels=names, tile=96)
-    f3 = ctx.save(
-        "features_neighbors.png",
-        titled(grid, "8 nearest: smallnet features (upper) vs pixels (lower)"),
-    )
-    acc_feat = knn_accuracy_2d(feats, labels, k=10)  # the same vote, in 32-d
-    acc_pix = knn_accuracy_2d(pix, labels, k=10)  # and in 192-d pixel space
-    total = len(queries) * k
-    return Section(
-        title,
-        "Each 8×8 digit becomes a 32-number vector at smallnet's `embed` layer (its "
-        "penultimate layer). t-SNE lays those vectors out in 2-D so that neighbours stay "
-        "neighbours: the classes separate without the network ever being asked to draw a map. "
-        "features_map.html in this folder is the same map to zoom and hover.",
-        [
-            Figure(
-                f1.src,
-                f"t-SNE of smallnet `embed` features (openTSNE, perplexity 30). Leave-one-out "
-                f"10-NN accuracy in this 2-D map: {acc:.3f} (PCA map: {acc_pca:.3f}).",
-                wide=True,
-            ),
-            Figure(f2.src, "The same map with every image moved to its own grid cell."),
-            Figure(
-                f3.src,
-                f"The four digits (one per class) on which the two spaces disagree most about "
-                f"the class of the 8 nearest digits (L2 distance). "
-                f"Same class as the query: {feat_agree}/{total} in feature space, "
-                f"{pix_agree}/{total} in pixel space. Over all {n} digits, leave-one-out 10-NN "
-                f"accuracy is {acc_feat:.3f} in feature space and {acc_pix:.3f} in pixel space.",
-            ),
-        ],
-    )

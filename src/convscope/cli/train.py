@@ -7,15 +7,18 @@ from typing import Annotated
 
 import typer
 
-from convscope.cli.app import app
-from convscope.cli.common import QuietOpt, SeedOpt, default_of, out, progress_bar
-from convscope.errors import UserInputError
-from convscope.models.train_small import (
-    TRAIN_DATASETS,
-    checkpoint_command,
-    save_checkpoint,
-    train_small,
+from convscope.cli.application import app
+from convscope.cli.common import (
+    check_outputs,
+    library_constant,
+    library_default,
+    out,
+    progress_bar,
 )
+from convscope.cli.options import QuietOpt, SeedOpt
+
+TRAIN_DATASETS: tuple[str, ...] = library_constant("convscope.models.train_small", "TRAIN_DATASETS")
+_TRAIN = "convscope.models.train_small:train_small"
 
 
 @app.command("train-small")
@@ -28,38 +31,39 @@ def train_small_cmd(
     ],
     dataset: Annotated[
         str, typer.Option("--dataset", "-d", help="One of " + ", ".join(TRAIN_DATASETS) + ".")
-    ] = default_of(train_small, "dataset"),
+    ] = library_default(_TRAIN, "dataset"),
     epochs: Annotated[
         int, typer.Option("--epochs", min=1, help="Passes over the training split.")
-    ] = default_of(train_small, "epochs"),
+    ] = library_default(_TRAIN, "epochs"),
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Images per optimizer step.")
-    ] = default_of(train_small, "batch_size"),
+    ] = library_default(_TRAIN, "batch_size"),
     lr: Annotated[
         float, typer.Option("--lr", min=0.0, help="Adam's initial learning rate (cosine decay).")
-    ] = default_of(train_small, "lr"),
-    seed: SeedOpt = default_of(train_small, "seed"),
+    ] = library_default(_TRAIN, "lr"),
+    seed: SeedOpt = library_default(_TRAIN, "seed"),
     test_fraction: Annotated[
         float,
         typer.Option("--test-fraction", help="Share of the images held out for testing (0..1)."),
-    ] = default_of(train_small, "test_fraction"),
+    ] = library_default(_TRAIN, "test_fraction"),
     limit: Annotated[
         int | None,
         typer.Option("--limit", min=2, help="Use a seeded random subset of this many images."),
-    ] = default_of(train_small, "limit"),
+    ] = library_default(_TRAIN, "limit"),
     shift: Annotated[
         int, typer.Option("--shift", min=0, help="Random-shift augmentation in pixels (0: none).")
-    ] = default_of(train_small, "shift"),
+    ] = library_default(_TRAIN, "shift"),
     threads: Annotated[
         int | None,
         typer.Option("--threads", min=1, help="CPU threads for torch while training."),
-    ] = default_of(train_small, "threads"),
+    ] = library_default(_TRAIN, "threads"),
     quiet: QuietOpt = False,
 ) -> None:
     """Train smallnet (3 conv layers of 7×7) from scratch on the CPU and save its weights with
     metadata recording how they were made. Load them with `--model smallnet --weights FILE`."""
-    if out_path.is_dir():
-        raise UserInputError(f"Output path {str(out_path)!r} is a folder; give a file name.")
+    check_outputs(out_path)
+    from convscope.models.train_small import checkpoint_command, save_checkpoint, train_small
+
     with progress_bar(quiet) as on_progress:
         result = train_small(
             dataset,

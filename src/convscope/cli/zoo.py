@@ -1,4 +1,4 @@
-"""`convscope models`, `layers` and `classify`."""
+"""`convscope models`, `samples`, `layers` and `classify`."""
 
 from __future__ import annotations
 
@@ -9,31 +9,26 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from convscope.cli.app import app
-from convscope.cli.common import (
+from convscope.cli.application import app
+from convscope.cli.common import check_outputs, library_default, open_model, out, write_json
+from convscope.cli.options import (
     MAX_PIXELS_DEFAULT,
     DeviceOpt,
+    ImagesArg,
+    JsonOpt,
     MaxPixelsOpt,
     ModelOpt,
     QuietOpt,
     SeedOpt,
     WeightsOpt,
-    default_of,
-    open_model,
-    out,
-    write_json,
 )
-from convscope.data.samples import load_image_or_sample
-from convscope.errors import WeightsUnavailableError
-from convscope.models import ConvModel, load_model, model_entries
-from convscope.probe import layers as list_layers
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 @app.command("models")
 def models_cmd(as_json: JsonOpt = False) -> None:
     """List the models, whether their weights are available offline, and their source."""
+    from convscope.models import model_entries
+
     rows = []
     for e in model_entries():
         need = e.availability()
@@ -58,12 +53,36 @@ def models_cmd(as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
+@app.command("samples")
+def samples_cmd(as_json: JsonOpt = False) -> None:
+    """List the bundled sample images (usable wherever an IMAGE is asked for) and the
+    built-in datasets (usable wherever a DATASET is)."""
+    from convscope.data.datasets import dataset_names
+    from convscope.data.samples import sample_info, sample_names
+
+    images = [
+        {"name": n, "source": sample_info(n).source, "licence": sample_info(n).licence}
+        for n in sample_names()
+    ]
+    datasets = dataset_names()
+    if as_json:
+        write_json({"images": images, "datasets": datasets}, None)
+        return
+    table = Table(title="sample images")
+    for col in ("name", "source", "licence"):
+        table.add_column(col)
+    for row in images:
+        table.add_row(row["name"], row["source"], row["licence"])
+    out.print(table)
+    out.print("built-in datasets: " + ", ".join(datasets))
+
+
 @app.command("layers")
 def layers_cmd(
     model: Annotated[str, typer.Argument(help="A model name, file.py:factory, or TorchScript.")],
     size: Annotated[
         int, typer.Option("--size", min=1, help="Input size for the output shapes.")
-    ] = default_of(list_layers, "size"),
+    ] = library_default("convscope.probe:layers", "size"),
     weights: WeightsOpt = None,
     leaves: Annotated[bool, typer.Option("--leaves", help="Only leaf modules.")] = False,
     layer: Annotated[
@@ -75,6 +94,10 @@ def layers_cmd(
 
     Shapes do not depend on the weights, so a model without offline weights is shown with
     random ones."""
+    from convscope.errors import WeightsUnavailableError
+    from convscope.models import load_model
+    from convscope.probe import layers as list_layers
+
     try:
         cm = load_model(model, weights=weights)
     except WeightsUnavailableError:
@@ -101,14 +124,12 @@ def layers_cmd(
 
 @app.command("classify")
 def classify_cmd(
-    images: Annotated[
-        list[str], typer.Argument(help="Image files or sample names (see `convscope samples`).")
-    ],
+    images: ImagesArg,
     model: ModelOpt = "efficientnet_lite0",
     weights: WeightsOpt = None,
     top: Annotated[
         int, typer.Option("--top", min=1, help="How many classes to show.")
-    ] = default_of(ConvModel.classify, "top"),
+    ] = library_default("convscope.models.base:ConvModel.classify", "top"),
     as_json: JsonOpt = False,
     out_path: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the JSON result to this file.")
@@ -119,6 +140,9 @@ def classify_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Classify images with an ImageNet classifier and print the top classes."""
+    from convscope.data.samples import load_image_or_sample
+
+    check_outputs(out_path)
     loaded = [load_image_or_sample(spec, max_pixels=max_pixels) for spec in images]
     cm = open_model(model, weights, device, seed)
     preds = [cm.classify(img, top=top)[0] for img, _ in loaded]
@@ -131,8 +155,6 @@ def classify_cmd(
     ]
     if as_json or out_path is not None:
         write_json(result, out_path)
-        if not as_json:
-            return
         return
     for r, ps in zip(result, preds, strict=True):
         out.print(f"[bold]{r['image']}[/]")

@@ -5,12 +5,18 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from convscope.errors import UserInputError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "atomic_path",
+    "atomic_paths",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_writable",
+]
 
 
 def _umask() -> int:
@@ -26,8 +32,9 @@ def _umask() -> int:
     return mask
 
 
-def _check_target(target: Path) -> None:
-    """Raise a one-sentence error when `target` cannot be written at all."""
+def check_writable(target: Path) -> None:
+    """Raise a one-sentence error when `target` cannot be written at all: its folder is
+    missing (convscope creates no folders for outputs) or not a folder, or it is a folder."""
     parent = target.parent
     if not parent.exists():
         raise UserInputError(f"Cannot write {target}: the folder {parent} does not exist.")
@@ -46,7 +53,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     file is removed and the target is left as it was.
     """
     target = Path(path)
-    _check_target(target)
+    check_writable(target)
     try:
         fd, tmp_name = tempfile.mkstemp(
             prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent
@@ -63,6 +70,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def atomic_paths(paths: Sequence[str | Path]) -> Iterator[list[Path]]:
+    """`atomic_path` for several outputs at once: every target is checked before any file is
+    made, the block writes each temporary path, and only when the whole block succeeds do
+    they replace their targets (one rename each, back to back). On any failure no target
+    changes, so a command with several outputs writes all of them or none."""
+    targets = [Path(p) for p in paths]
+    if len({t.resolve() for t in targets}) < len(targets):
+        raise UserInputError("the output files must be different files.")
+    for t in targets:
+        check_writable(t)
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(t)) for t in targets]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -9,7 +9,7 @@ import contextlib
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
-from convscope.data.files import atomic_path
+from convscope.data.files import atomic_path, atomic_paths
 from convscope.errors import UserInputError
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "load_image",
     "save_image",
     "save_png",
+    "save_pngs",
     "to_pil",
 ]
 
@@ -270,6 +271,18 @@ def save_png(image: Tensor | Image.Image | NDArray[np.generic], path: str | Path
     target = Path(path)
     _save(_as_pil(image), target, "PNG", {})
     return target
+
+
+def save_pngs(
+    images: Sequence[tuple[str | Path, Tensor | Image.Image | NDArray[np.generic]]],
+) -> None:
+    """Write several PNGs so that all of them appear or none (see `atomic_paths`)."""
+    with atomic_paths([p for p, _ in images]) as tmps:
+        for tmp, (target, image) in zip(tmps, images, strict=True):
+            try:
+                _as_pil(image).save(tmp, format="PNG")
+            except (OSError, KeyError, ValueError) as exc:
+                raise UserInputError(f"Cannot write {target} ({_reason(exc)}).") from exc
 
 
 def save_image(

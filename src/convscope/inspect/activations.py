@@ -28,6 +28,7 @@ __all__ = [
     "activation_maps",
     "activation_overlay",
     "channel_spec",
+    "overlay_figure",
     "parse_channels",
     "scaling_caption",
     "strongest_channels",
@@ -232,3 +233,31 @@ def activation_overlay(
     norm = (up - lo) / (hi - lo) if hi > lo else torch.zeros_like(up)
     heat = colorize(norm, cmap)  # (3, H, W)
     return ((1.0 - alpha) * img + alpha * heat).clamp(0.0, 1.0)
+
+
+def _overlay_tile(height: int, width: int) -> int:
+    """Tile side for an overlay figure: whole-factor enlargement of small images, ≤ 512."""
+    side = max(height, width)
+    if side >= 224:
+        return min(side, 512)
+    return side * math.ceil(224 / side)
+
+
+def overlay_figure(
+    seen: Tensor,
+    act: Tensor,
+    channels: Sequence[int],
+    *,
+    title: str,
+    notes: Sequence[str] | None = None,
+) -> Image.Image:
+    """The image as the model saw it (3, H, W), then each of `channels` of `act` (C, h, w)
+    upsampled over it (`activation_overlay`), labelled "ch N" plus its note, in one row."""
+    notes = [""] * len(channels) if notes is None else list(notes)
+    if len(notes) != len(channels):
+        raise UserInputError(f"got {len(notes)} notes for {len(channels)} channels.")
+    h, w = int(seen.shape[1]), int(seen.shape[2])
+    pictures = [seen, *(activation_overlay(seen, act[c]) for c in channels)]
+    labels = [f"input {w}x{h}", *(f"ch {c}{note}" for c, note in zip(channels, notes, strict=True))]
+    grid = image_grid(pictures, labels=labels, tile=_overlay_tile(h, w), ncol=len(pictures))
+    return titled(grid, title, height=28)

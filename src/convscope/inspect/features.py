@@ -16,9 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,8 +28,14 @@ from torch import Tensor
 
 from convscope.data.batches import iter_batches
 from convscope.data.datasets import ImageDataset, Skipped, load_dataset
-from convscope.data.files import atomic_path, atomic_write_text
 from convscope.data.images import load_image
+from convscope.data.stream import (
+    NUMPY_DTYPES,
+    ChunkLog,
+    StreamedTensor,
+    read_safetensors_header,
+    write_safetensors,
+)
 from convscope.errors import UserInputError
 from convscope.events import Progress, ProgressCallback, no_progress
 from convscope.models.base import ConvModel, WeightSource
@@ -42,7 +46,6 @@ __all__ = [
     "FeatureFile",
     "Pooling",
     "Precision",
-    "StreamedTensor",
     "auto_batch_size",
     "extract_features",
     "feature_images",
@@ -52,7 +55,6 @@ __all__ = [
     "pool_features",
     "source_dataset",
     "weights_argument",
-    "write_safetensors",
 ]
 
 FORMAT = "convscope-features/1"
@@ -63,109 +65,7 @@ Precision = Literal["fp32", "bf16"]
 POOLINGS: tuple[str, ...] = ("avg", "max", "flatten")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
-_STATE = "state.json"
-_STATE_VERSION = 1
 _CHUNK_FLOATS = 4_000_000  # about 16 MB of float32 features per chunk file
-_MAX_HEADER = 100_000_000  # what the safetensors library itself accepts
-
-# ---- the safetensors format, written as a stream -----------------------------------------------
-
-_ST_DTYPES: dict[str, str] = {
-    "float32": "F32",
-    "float64": "F64",
-    "float16": "F16",
-    "int64": "I64",
-    "int32": "I32",
-    "uint8": "U8",
-}
-_NP_DTYPES: dict[str, np.dtype[Any]] = {v: np.dtype(k) for k, v in _ST_DTYPES.items()}
-
-
-@dataclass(frozen=True)
-class StreamedTensor:
-    """A tensor to write without holding it: its dtype and shape, and a function that yields
-    its contents as C-ordered arrays whose bytes, concatenated, are the tensor's."""
-
-    name: str
-    dtype: np.dtype[Any]
-    shape: tuple[int, ...]
-    chunks: Callable[[], Iterable[NDArray[Any]]]
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-
-
-def write_safetensors(
-    path: str | Path, tensors: Sequence[StreamedTensor], metadata: Mapping[str, str]
-) -> Path:
-    """Write a safetensors file chunk by chunk, atomically (temp file + rename).
-
-    The layout is the format's own: an 8-byte little-endian header length, a JSON header
-    (dtype, shape and data_offsets of each tensor, and `__metadata__`; padded with spaces so
-    the data starts 8-byte aligned), then the raw little-endian bytes in the given order.
-    """
-    header: dict[str, Any] = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}}
-    offset = 0
-    for t in tensors:
-        key = np.dtype(t.dtype).name
-        if key not in _ST_DTYPES:
-            raise UserInputError(f"dtype {key} cannot be written to a safetensors file here.")
-        if t.name == "__metadata__" or t.name in header:
-            raise UserInputError(f"tensor name {t.name!r} is reserved or repeated.")
-        header[t.name] = {
-            "dtype": _ST_DTYPES[key],
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + t.nbytes],
-        }
-        offset += t.nbytes
-    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    raw += b" " * (-(8 + len(raw)) % 8)
-    target = Path(path)
-    with atomic_path(target) as tmp, open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for t in tensors:
-            written = 0
-            for chunk in t.chunks():
-                arr = np.ascontiguousarray(chunk, dtype=t.dtype.newbyteorder("<"))
-                f.write(arr.reshape(-1).view(np.uint8).data)  # raw bytes, no copy
-                written += arr.nbytes
-            if written != t.nbytes:
-                raise RuntimeError(
-                    f"tensor {t.name!r}: wrote {written} bytes, its shape needs {t.nbytes}."
-                )
-    return target
-
-
-def _read_header(p: Path) -> tuple[dict[str, Any], int]:
-    """The JSON header of a safetensors file and where its data starts, or a one-sentence error
-    for a missing, truncated or non-safetensors file."""
-    if not p.exists():
-        raise UserInputError(f"Feature file {p} does not exist.")
-    if not p.is_file():
-        raise UserInputError(f"Feature file {p} is not a file.")
-    size = p.stat().st_size
-    not_st = f"{p} is not a safetensors feature file"
-    try:
-        with open(p, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise UserInputError(f"{not_st} (it is too short).")
-            (n,) = struct.unpack("<Q", head)
-            if n < 2 or n > min(_MAX_HEADER, size - 8):
-                raise UserInputError(f"{not_st} (no valid header).")
-            header = json.loads(f.read(n).decode("utf-8"))
-    except PermissionError as exc:
-        raise UserInputError(f"Cannot read {p}: permission denied.") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UserInputError(f"{not_st} (its header is not JSON).") from None
-    except OSError as exc:
-        raise UserInputError(f"Cannot read {p} ({exc.strerror or exc}).") from exc
-    if not isinstance(header, dict):
-        raise UserInputError(f"{not_st} (its header is not a JSON object).")
-    return header, 8 + n
-
 
 # ---- the feature file ----------------------------------------------------------------------------
 
@@ -251,7 +151,7 @@ def load_features(path: str | Path, *, mmap: bool = True) -> FeatureFile:
     one-sentence `UserInputError`.
     """
     p = Path(path).expanduser()
-    header, start = _read_header(p)
+    header, start = read_safetensors_header(p, "feature file")
     meta = header.get("__metadata__")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserInputError(
@@ -278,7 +178,7 @@ def load_features(path: str | Path, *, mmap: bool = True) -> FeatureFile:
         )
         if not ok:
             raise UserInputError(f"{damaged} (tensor {name!r} has a bad dtype or shape).")
-        np_dtype = _NP_DTYPES[dtype].newbyteorder("<")
+        np_dtype = NUMPY_DTYPES[dtype].newbyteorder("<")
         begin, end = offsets
         nbytes = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
         if end - begin != nbytes or begin < 0 or start + end > size:
@@ -451,124 +351,66 @@ class _Pending:
     skipped: list[Skipped]
 
 
-class _PartialRun:
-    """The `<out>.partial/` folder: chunk files plus `state.json`, always consistent."""
+class _FeatureRun:
+    """The `<out>.partial/` folder of an extraction: a `ChunkLog` of (features, indices,
+    labels) chunks whose state also records the feature width and the skipped images."""
 
-    def __init__(self, folder: Path, config: dict[str, Any]) -> None:
-        self.folder = folder
-        self.config = config
-        self.position = 0
-        self.rows = 0
-        self.dim: int | None = None
-        self.chunks: list[dict[str, Any]] = []
-        self.skipped: list[list[Any]] = []
+    def __init__(self, log: ChunkLog) -> None:
+        self.log = log
 
     @classmethod
-    def open(cls, folder: Path, config: dict[str, Any], *, resume: bool, out: Path) -> _PartialRun:
-        run = cls(folder, config)
-        state_file = folder / _STATE
-        if folder.exists() and not resume:
-            raise UserInputError(
-                f"{folder} holds an interrupted extraction into {out}; add --resume "
-                "(resume=True) to continue it, or delete that folder to start over."
-            )
-        if resume and state_file.is_file():
-            try:
-                state = json.loads(state_file.read_text())
-                old = state["config"]
-                run.position = int(state["position"])
-                run.rows = int(state["rows"])
-                run.dim = None if state["dim"] is None else int(state["dim"])
-                run.chunks = list(state["chunks"])
-                run.skipped = list(state["skipped"])
-                if state.get("version") != _STATE_VERSION:
-                    raise ValueError("unknown version")
-            except (OSError, ValueError, KeyError, TypeError):
-                raise UserInputError(
-                    f"Cannot resume from {folder}: its state file is damaged; delete that "
-                    "folder to start over."
-                ) from None
-            for key, value in config.items():
-                if old.get(key) != value:
-                    raise UserInputError(
-                        f"Cannot resume {out}: the interrupted run used {key} "
-                        f"{old.get(key)!r}, not {value!r}; use the same settings, or delete "
-                        f"{folder} to start over."
-                    )
-            for c in run.chunks:
-                if not (folder / str(c["file"])).is_file():
-                    raise UserInputError(
-                        f"Cannot resume from {folder}: chunk {c['file']} is missing; delete "
-                        "that folder to start over."
-                    )
-        else:
-            if folder.exists() and not folder.is_dir():
-                raise UserInputError(f"Cannot use {folder}: it exists and is not a folder.")
-            try:
-                folder.mkdir(exist_ok=True)
-            except OSError as exc:
-                raise UserInputError(f"Cannot create {folder} ({exc.strerror or exc}).") from exc
-            run._write_state()
-        return run
+    def open(cls, folder: Path, config: dict[str, Any], *, resume: bool, out: Path) -> _FeatureRun:
+        log = ChunkLog.open(folder, config, resume=resume, out=out)
+        log.extra.setdefault("dim", None)
+        log.extra.setdefault("skipped", [])
+        return cls(log)
 
-    def _write_state(self) -> None:
-        state = {
-            "version": _STATE_VERSION,
-            "config": self.config,
-            "position": self.position,
-            "rows": self.rows,
-            "dim": self.dim,
-            "chunks": self.chunks,
-            "skipped": self.skipped,
-        }
-        atomic_write_text(self.folder / _STATE, json.dumps(state) + "\n")
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.log.config
+
+    @property
+    def position(self) -> int:
+        return self.log.position
+
+    @property
+    def rows(self) -> int:
+        return self.log.rows
+
+    @property
+    def dim(self) -> int | None:
+        d = self.log.extra.get("dim")
+        return None if d is None else int(d)
+
+    @property
+    def skipped(self) -> list[list[Any]]:
+        return list(self.log.extra.get("skipped", []))
 
     def flush(self, pending: Sequence[_Pending]) -> None:
-        """Write the batches of `pending` not yet saved (idempotent: a batch whose position is
-        already in the state is left out), as one chunk file and then the new state."""
+        """Commit the batches of `pending` not yet saved (idempotent: a batch whose position is
+        already in the state is left out), as one chunk."""
         new = [b for b in pending if b.position > self.position]
         if not new:
             return
         rows = [b for b in new if b.indices]
-        chunk: dict[str, Any] | None = None
+        arrays: dict[str, NDArray[Any]] | None = None
+        dim = self.dim
         if rows:
-            from safetensors.numpy import save_file
-
             feats = np.concatenate([b.features for b in rows])  # (R, D)
-            name = f"chunk-{len(self.chunks):06d}.safetensors"
-            with atomic_path(self.folder / name) as tmp:
-                save_file(
-                    {
-                        "features": np.ascontiguousarray(feats, dtype=np.float32),
-                        "indices": np.asarray([i for b in rows for i in b.indices], np.int64),
-                        "labels": np.asarray([v for b in rows for v in b.labels], np.int64),
-                    },
-                    str(tmp),
-                )
-            chunk = {"file": name, "rows": int(feats.shape[0])}
-        # Only now does the state move on; until then the old state stays valid.
-        old = (self.position, self.rows, self.dim, len(self.chunks), len(self.skipped))
-        try:
-            if chunk is not None:
-                self.chunks.append(chunk)
-                self.rows += chunk["rows"]
-                self.dim = int(rows[0].features.shape[1])
-            for b in new:
-                self.skipped.extend([s.index, s.ident, s.reason] for s in b.skipped)
-            self.position = new[-1].position
-            self._write_state()
-        except BaseException:
-            self.position, self.rows, self.dim = old[0], old[1], old[2]
-            del self.chunks[old[3] :]
-            del self.skipped[old[4] :]
-            raise
+            arrays = {
+                "features": np.ascontiguousarray(feats, dtype=np.float32),
+                "indices": np.asarray([i for b in rows for i in b.indices], np.int64),
+                "labels": np.asarray([v for b in rows for v in b.labels], np.int64),
+            }
+            dim = int(feats.shape[1])
+        skipped = self.skipped + [[s.index, s.ident, s.reason] for b in new for s in b.skipped]
+        self.log.commit(arrays, position=new[-1].position, extra={"dim": dim, "skipped": skipped})
 
     def iter_chunks(self, key: str) -> Iterator[NDArray[Any]]:
-        from safetensors import safe_open
+        return self.log.iter_chunks(key)
 
-        for c in self.chunks:
-            with safe_open(str(self.folder / str(c["file"])), framework="numpy") as f:
-                yield f.get_tensor(key)
+    def remove(self) -> None:
+        self.log.remove()
 
 
 def source_dataset(ff: FeatureFile) -> ImageDataset:
@@ -685,7 +527,7 @@ def extract_features(
     bs = batch_size or auto_batch_size(side)
     cl = side >= 64 if channels_last is None else channels_last
     folder = partial_path(out)
-    run = _PartialRun.open(folder, config, resume=resume, out=out)
+    run = _FeatureRun.open(folder, config, resume=resume, out=out)
 
     label_of = _label_lookup(ds)
     shape: list[tuple[int, ...]] = []
@@ -745,15 +587,13 @@ def extract_features(
             run.flush(pending)
         raise
     if run.rows == 0:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(folder)
+        run.remove()
         raise UserInputError(
             f"None of the {total} images of {ds.name} could be read "
             f"(first problem: {run.skipped[0][2] if run.skipped else 'unknown'})."
         )
     _finish(run, out, model, ds)
-    with contextlib.suppress(OSError):
-        shutil.rmtree(folder)
+    run.remove()
     return load_features(out)
 
 
@@ -762,7 +602,7 @@ def _skip_note(skipped: int) -> str:
 
 
 def _finish(
-    run: _PartialRun,
+    run: _FeatureRun,
     out: Path,
     model: ConvModel,
     ds: ImageDataset,

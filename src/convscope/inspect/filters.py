@@ -22,13 +22,14 @@ import math
 from collections.abc import Sequence
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
 from convscope.errors import UserInputError
 from convscope.models.base import ConvModel
 from convscope.probe import resolve_layer
-from convscope.render.grids import image_grid, titled
+from convscope.render.grids import image_grid, text_font, titled
+from convscope.render.panels import side_by_side
 
 __all__ = [
     "MAX_TILES",
@@ -145,37 +146,14 @@ def _tile_for(kh: int, kw: int) -> int:
     return k * max(1, round(_TARGET_TILE / k)) if k <= _TARGET_TILE else k
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, ImportError, OSError):  # pragma: no cover - old Pillow / no FreeType
-        return ImageFont.load_default()
-
-
-def _side_by_side(
-    images: Sequence[Image.Image], *, gap: int = 16, background: tuple[int, int, int] = _BG
-) -> Image.Image:
-    """Images placed left to right, top-aligned, `gap` pixels apart, on `background`."""
-    if not images:
-        raise UserInputError("nothing to place side by side.")
-    width = sum(im.width for im in images) + gap * (len(images) - 1)
-    height = max(im.height for im in images)
-    canvas = Image.new("RGB", (width, height), background)
-    x = 0
-    for im in images:
-        canvas.paste(im.convert("RGB"), (x, 0))
-        x += im.width + gap
-    return canvas
-
-
 def _sliced_grid(tiles: Tensor, tile: int) -> Image.Image:
     """(F, S, 1, kh, kw) slices → a grid with filter indices on the left, inputs on top."""
     f, s = int(tiles.shape[0]), int(tiles.shape[1])
     pad = 3
     body = image_grid(tiles.flatten(0, 1), ncol=s, tile=tile, pad=pad, background=_BG)
     font_px = min(14, max(10, tile // 4))
-    font = _font(font_px)
-    left = int(font.getlength(f"f{f - 1}")) + 10
+    face = text_font(font_px)
+    left = int(face.getlength(f"f{f - 1}")) + 10
     top = font_px + 8
     out = Image.new("RGB", (body.width + left, body.height + top), _BG)
     out.paste(body, (left, top))
@@ -183,10 +161,10 @@ def _sliced_grid(tiles: Tensor, tile: int) -> Image.Image:
     step = tile + pad
     for c in range(s):
         x = left + pad + c * step + tile / 2
-        draw.text((x, top / 2 + 1), f"in {c}", fill=_INK, font=font, anchor="mm")
+        draw.text((x, top / 2 + 1), f"in {c}", fill=_INK, font=face, anchor="mm")
     for r in range(f):
         y = top + pad + r * step + tile / 2
-        draw.text((left - 5, y), f"f{r}", fill=_INK, font=font, anchor="rm")
+        draw.text((left - 5, y), f"f{r}", fill=_INK, font=face, anchor="rm")
     return out
 
 
@@ -266,7 +244,7 @@ def _with_titles(
     background: tuple[int, int, int] = _BG,
 ) -> Image.Image:
     """`grid` under a title (18 px) and a subtitle (12 px), widened so that both fit."""
-    need = max(_font(18).getlength(title), _font(12).getlength(sub)) + 12
+    need = max(text_font(18).getlength(title), text_font(12).getlength(sub)) + 12
     width = max(grid.width, math.ceil(need))
     if grid.width < width:
         wide = Image.new("RGB", (width, grid.height), background)
@@ -320,4 +298,4 @@ def compare_first_layers(
             m, None, max_filters=max_filters, max_inputs=None, tile=tile, ncol=None
         )
         panels.append(_with_titles(grid, title, sub))
-    return _side_by_side(panels, gap=gap, background=(255, 255, 255))
+    return side_by_side(panels, gap=gap, background=(255, 255, 255))

@@ -25,6 +25,7 @@ from convscope.events import Progress, ProgressCallback, no_progress
 __all__ = [
     "FAISS_MIN_INDEX",
     "Metric",
+    "drop_self",
     "nearest",
     "nearest_chunks",
     "pixel_vectors",
@@ -275,3 +276,15 @@ def pixel_vectors(
         at += b
         on_progress(Progress("pixels", at, len(ids), "images"))
     return out
+
+
+def drop_self(
+    distances: Tensor, ids: Tensor, row: int | None, k: int
+) -> tuple[list[float], list[int]]:
+    """One query's (k + 1,) neighbour distances and ids → the first `k`, without the query's
+    own `row` of the index (when the query is a row of it)."""
+    pairs = [(float(a), int(b)) for a, b in zip(distances.tolist(), ids.tolist(), strict=True)]
+    if row is not None:
+        pairs = [p for p in pairs if p[1] != row]
+    pairs = pairs[:k]
+    return [p[0] for p in pairs], [p[1] for p in pairs]

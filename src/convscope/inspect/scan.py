@@ -24,10 +24,10 @@ from torch import Tensor
 
 from convscope.data.batches import Batch, iter_batches
 from convscope.data.datasets import ImageDataset
+from convscope.data.stream import save_tensors
 from convscope.errors import UserInputError
 from convscope.events import Progress, ProgressCallback, no_progress
 from convscope.models.base import ConvModel
-from convscope.models.weights import save_safetensors_atomic
 from convscope.probe import Probe
 
 __all__ = ["ScanConfig", "TopK", "distributed_context", "merge_topk", "scan_top_activations"]
@@ -137,7 +137,7 @@ class ScanConfig:
 
 def _save_state(path: Path, top: TopK, position: int, config: ScanConfig) -> None:
     meta = {"convscope": "scan-state", "config": config.to_json(), "position": str(position)}
-    save_safetensors_atomic(top.tensors(), path, metadata=meta)
+    save_tensors(top.tensors(), path, meta)
 
 
 def _load_state(path: Path, config: ScanConfig) -> tuple[TopK, int]:

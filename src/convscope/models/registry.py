@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
 from convscope.device import resolve_device
 from convscope.errors import UnknownNameError
-from convscope.models.base import ConvModel
+from convscope.models.base import Builder, ConvModel, ModelEntry
 
 __all__ = ["ModelEntry", "load_model", "model_entries", "register"]
 
-# weights: None = the model's default (offline where it has offline weights), "random" = random
-# init (only when asked for), "DEFAULT" or a torchvision enum name = download, else a local file.
-Builder = Callable[[str | None], ConvModel]
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    description: str
-    builder: Builder
-    # None when the default weights are available offline; otherwise how to get them.
-    availability: Callable[[], str | None]
-    source: str  # where default weights come from, for `convscope models`
-
-
 _REGISTRY: dict[str, ModelEntry] = {}
+_BUILTINS_LOADED = False
 
 
 def register(
@@ -38,6 +23,9 @@ def register(
     availability: Callable[[], str | None],
     source: str,
 ) -> Callable[[Builder], Builder]:
+    """Register your own model under `name` (a decorator of its builder), so that
+    `load_model(name)` and `--model name` find it."""
+
     def deco(builder: Builder) -> Builder:
         _REGISTRY[name] = ModelEntry(name, description, builder, availability, source)
         return builder
@@ -78,6 +66,17 @@ def load_model(
 
 
 def _ensure_builtins() -> None:
-    # Importing the built-in modules registers them.
-    from convscope import testing  # noqa: F401
-    from convscope.models import efficientnet_lite, smallnet, torchvision, vgg  # noqa: F401
+    """Register the built-in models (each builder module lists its own `ENTRIES`), first in
+    the registry's order, before any the user registered."""
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    from convscope.models import efficientnet_lite, smallnet, tiny, torchvision, vgg
+
+    users = dict(_REGISTRY)
+    _REGISTRY.clear()
+    for module in (efficientnet_lite, vgg, smallnet, tiny, torchvision):
+        for entry in module.ENTRIES:
+            _REGISTRY[entry.name] = entry
+    _REGISTRY.update(users)
+    _BUILTINS_LOADED = True

@@ -27,8 +27,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from convscope.errors import WeightsUnavailableError
-from convscope.models.base import ConvModel, Preprocess, WeightSource
-from convscope.models.registry import register
+from convscope.models.base import ConvModel, ModelEntry, Preprocess, WeightSource
 from convscope.models.weights import load_state_dict_file, load_state_dict_strict
 
 __all__ = [
@@ -191,10 +190,13 @@ def load_smallnet(weights: str | None = None) -> ConvModel:
     return smallnet_model(module, source, _classes_from(meta, num_classes))
 
 
-# Registered without rebinding, so that callers keep the full signature (default included).
-register(
-    "smallnet",
-    description="a 3-conv-layer net (16 and 20 filters of 7×7) trained on 8×8 digits; 28 px.",
-    availability=smallnet_availability,
-    source="shipped with convscope (trained by `convscope train-small`)",
-)(load_smallnet)
+ENTRIES: tuple[ModelEntry, ...] = (
+    ModelEntry(
+        name="smallnet",
+        description="a 3-conv-layer net (16 and 20 filters of 7×7) trained on 8×8 digits; 28 px.",
+        availability=smallnet_availability,
+        source="shipped with convscope (trained by `convscope train-small`)",
+        builder=load_smallnet,
+    ),
+)
+"""This module's models, for the registry."""

@@ -16,8 +16,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from convscope.errors import UserInputError, WeightsUnavailableError
-from convscope.models.base import ConvModel, Preprocess, WeightSource
-from convscope.models.registry import register
+from convscope.models.base import ConvModel, ModelEntry, Preprocess, WeightSource
 from convscope.models.vgg import vgg_aliases
 from convscope.models.weights import load_state_dict_file
 
@@ -169,18 +168,24 @@ def build_torchvision(name: str, weights: str | None) -> ConvModel:
     )
 
 
-def _register_all() -> None:
+def _entries() -> tuple[ModelEntry, ...]:
+    entries = []
     for name, arch in TORCHVISION_MODELS.items():
 
         def builder(weights: str | None, _name: str = name) -> ConvModel:
             return build_torchvision(_name, weights)
 
-        register(
-            name,
-            description=f"torchvision {arch}",
-            availability=lambda _arch=arch: _availability(_arch),  # type: ignore[misc]
-            source="torchvision download (DEFAULT) or a local file",
-        )(builder)
+        entries.append(
+            ModelEntry(
+                name=name,
+                description=f"torchvision {arch}",
+                builder=builder,
+                availability=lambda _arch=arch: _availability(_arch),  # type: ignore[misc]
+                source="torchvision download (DEFAULT) or a local file",
+            )
+        )
+    return tuple(entries)
 
 
-_register_all()
+ENTRIES: tuple[ModelEntry, ...] = _entries()
+"""This module's models (every torchvision ImageNet architecture), for the registry."""

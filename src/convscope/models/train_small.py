@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from convscope.data.stream import save_tensors
 from convscope.errors import UnknownNameError, UserInputError
 from convscope.events import Progress, ProgressCallback, no_progress
 from convscope.models.base import ConvModel, WeightSource
 from convscope.models.smallnet import FORMAT, PREPROCESS, SmallNet, smallnet_model
-from convscope.models.weights import save_safetensors_atomic
 
 __all__ = [
     "TRAIN_DATASETS",
@@ -333,4 +333,4 @@ def save_checkpoint(
     for k, v in cfg.items():
         meta[k] = v if isinstance(v, str) else json.dumps(v)
     meta.setdefault("torch_version", torch.__version__)
-    return save_safetensors_atomic(result.model.module.state_dict(), out, meta)
+    return save_tensors(result.model.module.state_dict(), out, meta)

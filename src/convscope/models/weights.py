@@ -8,19 +8,23 @@ sentence, so the CLI can print it as is.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from convscope.errors import WeightsUnavailableError
+from convscope.models.base import WeightSource
 
 __all__ = [
+    "ChosenWeights",
+    "choose_weights",
     "is_safetensors_file",
     "load_state_dict_file",
     "load_state_dict_strict",
-    "save_safetensors_atomic",
 ]
 
 # Wrappers that training scripts commonly put around a state dict.
@@ -69,7 +73,11 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
             ) from exc
     else:
         try:
-            obj = torch.load(p, weights_only=True, map_location="cpu")
+            with warnings.catch_warnings():
+                # torch warns about the pickle protocol of old files; weights_only=True already
+                # refuses anything but tensors, so the warning only adds noise to stderr.
+                warnings.simplefilter("ignore", UserWarning)
+                obj = torch.load(p, weights_only=True, map_location="cpu")
         except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...
             raise WeightsUnavailableError(
                 f"Weights file {str(p)!r} could not be read as a state dict with "
@@ -128,23 +136,48 @@ def load_state_dict_strict(module: nn.Module, state: Mapping[str, Tensor], what:
         raise WeightsUnavailableError(f"The {what} does not fit this model ({_why(exc)}).") from exc
 
 
-def save_safetensors_atomic(
-    tensors: Mapping[str, Tensor],
-    path: str | os.PathLike[str],
-    metadata: Mapping[str, str] | None = None,
-) -> Path:
-    """Write a safetensors file atomically: to a temporary file in the same directory, then
-    `os.replace`, so a reader never sees half a file. Creates the directory."""
-    from safetensors.torch import save_file
+@dataclass(frozen=True)
+class ChosenWeights:
+    """What a model builder loads: a state dict (None = keep the module's own initialization)
+    and where it came from. `what` names the weights in error messages."""
 
-    from convscope.data.files import atomic_path
+    state: Mapping[str, Tensor] | None
+    source: WeightSource
+    what: str
+    path: Path | None = None
 
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    with atomic_path(out) as tmp:  # the usual file mode, removed on any failure
-        save_file(contiguous, str(tmp), metadata=dict(metadata) if metadata else None)
-    return out
+    @property
+    def random(self) -> bool:
+        return self.source.kind == "random"
+
+    def load_into(self, module: nn.Module) -> None:
+        """Load `state` into `module` strictly (nothing happens for random weights)."""
+        if self.state is not None:
+            load_state_dict_strict(module, self.state, self.what)
+
+
+def choose_weights(
+    weights: str | None,
+    *,
+    default: Callable[[], ChosenWeights],
+    no_download: str,
+) -> ChosenWeights:
+    """The one branching of every built-in model's `weights` argument:
+
+    - None: the model's own default weights (`default()`, e.g. a packaged file);
+    - "random": keep the module's initialization (only when asked for);
+    - "DEFAULT": refused with `no_download` (these models have nothing to download);
+    - anything else: a local state-dict file (safetensors, or torch with `weights_only`).
+    """
+    if weights is None:
+        return default()
+    if weights == "random":
+        return ChosenWeights(None, WeightSource("random", "random init"), "random init")
+    if weights == "DEFAULT":
+        raise WeightsUnavailableError(no_download)
+    path = Path(weights).expanduser()
+    state = load_state_dict_file(path)
+    return ChosenWeights(state, WeightSource("file", str(path)), f"weights file {weights!r}", path)
 
 
 def _few(items: list[str], n: int = 3) -> str:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from convscope.data.images import to_pil
 from convscope.errors import UserInputError
-from convscope.render.grids import _font, _ink
+from convscope.render.grids import ink_for, text_font
 
 __all__ = ["class_colors", "embedding_html", "embedding_image", "thumbnail_size"]
 
@@ -172,7 +172,7 @@ def embedding_image(
         origins = np.rint((pts - lo) * scale).astype(np.int64) + margin
         inner = t
     legend_h = 0
-    font = _font(max(12, min(28, size // 70)))
+    font = text_font(max(12, min(28, size // 70)))
     if classes is not None and (lab >= 0).any():
         legend_h = int(getattr(font, "size", 12)) + 16
     canvas = Image.new("RGB", (width, height + legend_h), background)
@@ -202,7 +202,7 @@ def _legend(
     present = sorted({int(v) for v in lab if v >= 0})
     sw = h // 2
     x = 12
-    ink = _ink(background)
+    ink = ink_for(background)
     for c in present:
         name = classes[c] if c < len(classes) else str(c)
         draw.rectangle((x, top + (h - sw) // 2, x + sw, top + (h + sw) // 2), fill=colors[c])

@@ -11,7 +11,7 @@ from torch import Tensor
 from convscope.data.images import to_pil
 from convscope.errors import UserInputError
 
-__all__ = ["default_tile", "grid_size", "image_grid", "titled"]
+__all__ = ["default_tile", "grid_size", "image_grid", "ink_for", "text_font", "titled"]
 
 Color = tuple[int, int, int]
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
@@ -20,7 +20,7 @@ _MIN_TILE = 64
 _MAX_TILE = 512
 
 
-def _font(size: int) -> Font:
+def text_font(size: int) -> Font:
     """Pillow's built-in font at `size` px (a fixed-size bitmap font on Pillow without FreeType)."""
     try:
         return ImageFont.load_default(size=size)
@@ -36,7 +36,7 @@ def _check_color(color: Sequence[int], what: str) -> Color:
     return (vals[0], vals[1], vals[2])
 
 
-def _ink(background: Color) -> Color:
+def ink_for(background: Color) -> Color:
     """Black text on light backgrounds, white on dark ones."""
     r, g, b = background
     return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b >= 128 else (255, 255, 255)
@@ -164,12 +164,12 @@ def image_grid(
                 raise UserInputError(f"label_height must be 0 or more, got {label_height}.")
             lh = label_height
             font_px = max(1, lh - 6)
-        font = _font(font_px)
+        font = text_font(font_px)
     ncol = min(ncol, n)
     width, height = grid_size(n, ncol=ncol, tile=tile, pad=pad, label_height=lh)
     canvas = Image.new("RGB", (width, height), bg)
     draw = ImageDraw.Draw(canvas)
-    ink = _ink(bg)
+    ink = ink_for(bg)
     for k, x in enumerate(ims):
         r, c = divmod(k, ncol)
         x0 = pad + c * (tile + pad)
@@ -203,6 +203,10 @@ def titled(
     out.paste(image.convert("RGB"), (0, height))
     if height > 0:
         _draw_centered(
-            ImageDraw.Draw(out), (2, 0, image.width - 2, height), title, _font(font_px), _ink(bg)
+            ImageDraw.Draw(out),
+            (2, 0, image.width - 2, height),
+            title,
+            text_font(font_px),
+            ink_for(bg),
         )
     return out
