@@ -35,8 +35,10 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
+# CONVSCOPE_REQUIRE_EXTRAS: the models and data extras are installed, so a test that needs them
+# fails instead of skipping when they are missing.
 pytest: $(VENV)/.installed-test
-	$(BIN)/pytest -q
+	CONVSCOPE_REQUIRE_EXTRAS=1 $(BIN)/pytest -q
 
 test: lint typecheck pytest
 

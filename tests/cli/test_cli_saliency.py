@@ -177,3 +177,24 @@ def test_espresso_maps_are_on_the_cup(capsys: pytest.CaptureFixture[str], tmp_pa
         assert maps[f"{name}.0"].shape == (224, 224)
         assert _central_share(maps[f"{name}.0"]) > 0.5, name  # more mass inside than outside
     assert _central_share(maps["gradcam.0"]) > 0.65
+
+
+@pytest.mark.weights
+def test_class_names_match_as_the_help_says(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """--help: names match by a whole name, a synonym or a unique prefix; a misspelling gets
+    suggestions (and is not silently replaced by a guess)."""
+    from convscope.cli.root import command
+
+    saliency = command().commands["saliency"]  # type: ignore[attr-defined]
+    target = next(p for p in saliency.params if "--target" in p.opts)
+    assert "a misspelling gets suggestions" in target.help
+    out = tmp_path / "t.png"
+    base = ["saliency", "cat", "-m", "efficientnet_lite0", "--method", "gradient", "-q"]
+    for name in ("Tabby", "tiger ca"):  # any case; a unique prefix
+        code, _, err = run_cli(capsys, *base, "--target", name, "-o", str(out))
+        assert code == 0, err
+    code, _, err = run_cli(capsys, *base, "--target", "espreso", "-o", str(tmp_path / "x.png"))
+    assert code == 2 and "did you mean 'espresso'" in assert_one_sentence(err)
+    assert not (tmp_path / "x.png").exists()

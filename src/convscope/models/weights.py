@@ -8,6 +8,7 @@ sentence, so the CLI can print it as is.
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -78,7 +79,13 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
                 # refuses anything but tensors, so the warning only adds noise to stderr.
                 warnings.simplefilter("ignore", UserWarning)
                 obj = torch.load(p, weights_only=True, map_location="cpu")
-        except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...
+        except pickle.UnpicklingError as exc:  # torch's safe unpickler refused something
+            raise WeightsUnavailableError(
+                f"Weights file {str(p)!r} holds more than tensors, or a pickle feature that "
+                "torch's safe loader (weights_only=True) refuses; convscope never unpickles "
+                "anything else, so save the state dict with safetensors or plain torch.save."
+            ) from exc
+        except Exception as exc:  # RuntimeError, EOFError, ...
             raise WeightsUnavailableError(
                 f"Weights file {str(p)!r} could not be read as a state dict with "
                 f"weights_only=True (a safetensors or torch.save file of tensors is needed; "
