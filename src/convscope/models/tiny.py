@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from convscope.models.base import ConvModel, ModelEntry, Preprocess, WeightSource
+from convscope.models.base import ConvModel, Preprocess, WeightSource
 from convscope.models.weights import ChosenWeights, choose_weights
 
 __all__ = ["TinyNet", "tiny_model"]
@@ -84,15 +84,3 @@ def tiny_model(weights: str | None = None) -> ConvModel:
         aliases={"features": "conv2", "act": "relu2"},
         default_layer="relu2",
     )
-
-
-ENTRIES: tuple[ModelEntry, ...] = (
-    ModelEntry(
-        name="tiny",
-        description="a 2-layer toy net with hand-set weights (for tests and quick tries)",
-        availability=lambda: None,
-        source="built in (hand-set)",
-        builder=tiny_model,
-    ),
-)
-"""This module's models, for the registry."""

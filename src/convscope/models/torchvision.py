@@ -16,22 +16,15 @@ import torchvision.models as tvm
 from torch import nn
 
 from convscope.errors import UserInputError, WeightsUnavailableError
-from convscope.models.base import ConvModel, ModelEntry, Preprocess, WeightSource
+from convscope.models.availability import torchvision_models
+from convscope.models.base import ConvModel, Preprocess, WeightSource
 from convscope.models.vgg import vgg_aliases
 from convscope.models.weights import load_state_dict_file
 
 __all__ = ["TORCHVISION_MODELS", "build_torchvision"]
 
-_FAMILIES = (
-    "alexnet", "vgg", "resnet", "resnext", "wide_resnet", "squeezenet", "googlenet",
-    "inception", "mobilenet", "mnasnet", "shufflenet", "densenet", "efficientnet", "regnet",
-    "convnext",
-)  # fmt: skip
-# Registry names that would clash with convscope's own models get a `tv_` prefix.
-_RENAMED = {"vgg16": "tv_vgg16"}
-TORCHVISION_MODELS: dict[str, str] = {
-    _RENAMED.get(n, n): n for n in tvm.list_models(module=tvm) if n.startswith(_FAMILIES)
-}
+TORCHVISION_MODELS: dict[str, str] = {name: arch for name, arch, _ in torchvision_models()}
+"""Registry name → torchvision architecture."""
 
 # A late conv layer per family, for Grad-CAM and demos.
 _DEFAULT_LAYER = {
@@ -55,14 +48,7 @@ _DEFAULT_LAYER = {
 
 def _hub_checkpoint(weights: Any) -> Path:
     filename = os.path.basename(str(weights.url))
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
-
-
-def _availability(arch: str) -> str | None:
-    default = tvm.get_model_weights(arch).DEFAULT
-    if _hub_checkpoint(default).is_file():
-        return None
-    return "online: --weights DEFAULT; offline: --weights FILE"
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename  # honours torch.hub.set_dir
 
 
 def _preprocess(weights: Any) -> Preprocess:
@@ -166,26 +152,3 @@ def build_torchvision(name: str, weights: str | None) -> ConvModel:
         aliases=aliases,
         default_layer=default_layer,
     )
-
-
-def _entries() -> tuple[ModelEntry, ...]:
-    entries = []
-    for name, arch in TORCHVISION_MODELS.items():
-
-        def builder(weights: str | None, _name: str = name) -> ConvModel:
-            return build_torchvision(_name, weights)
-
-        entries.append(
-            ModelEntry(
-                name=name,
-                description=f"torchvision {arch}",
-                builder=builder,
-                availability=lambda _arch=arch: _availability(_arch),  # type: ignore[misc]
-                source="torchvision download (DEFAULT) or a local file",
-            )
-        )
-    return tuple(entries)
-
-
-ENTRIES: tuple[ModelEntry, ...] = _entries()
-"""This module's models (every torchvision ImageNet architecture), for the registry."""

