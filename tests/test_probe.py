@@ -179,3 +179,55 @@ def test_captured_equals_a_manual_forward(size: int, batch: int, names: list[str
     for n in names:
         assert torch.allclose(acts[n], manual[n].detach())
     assert all_hooks(net) == 0
+
+
+def test_many_forwards_with_gradients_keep_a_bounded_number_of_hooks(tiny: ConvModel) -> None:
+    """A synthesis loop runs thousands of forwards and backwards inside one probe: the
+    gradient hooks of each forward replace the previous ones instead of piling up, and the
+    gradients are still the last backward's."""
+    x = constant_image(0.3, 0.6, 0.9).requires_grad_()
+    with Probe(tiny, ["relu1", "conv2"], grads=True, detach=False, clone="auto") as p:
+        for _ in range(1000):
+            p.run(x)
+            p.activations["conv2"].sum().backward()
+        assert len(p._handles) == 2 and len(p._tensor_handles) == 2
+        got = p.gradient("relu1")
+        p.run(x)
+        want = torch.autograd.grad(p.activations["conv2"].sum(), p.activations["relu1"])[0]
+    assert torch.allclose(got, want)
+    assert all_hooks(tiny.module) == 0
+
+
+class InPlaceAfter(nn.Module):
+    """conv → in-place ReLU: the conv's output is changed after it was captured."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+        self.relu = nn.ReLU(inplace=True)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[1.0, 0, 0], [-1.0, 0, 0]]).view(2, 3, 1, 1))
+            self.conv.bias.zero_()  # type: ignore[union-attr]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.conv(x))  # type: ignore[no-any-return]
+
+
+def test_auto_clone_copies_only_when_the_model_changes_a_captured_value() -> None:
+    x = constant_image(0.5, 0.0, 0.0)
+    net = InPlaceAfter()
+    with Probe(net, ["conv"], clone="auto") as p:
+        p.run(x)
+        # The in-place ReLU zeroed the negative channel after capture: detected, and the
+        # forward was run again with a copy, so the captured value is the conv's own.
+        assert p.clone is True
+        assert float(p.activations["conv"][0, 1].min()) == pytest.approx(-0.5)
+    plain = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU())
+    with Probe(plain, ["0"], clone="auto") as p:
+        p.run(x)
+        assert p.clone == "auto" and p.changed_in_place() == []
+
+
+def test_a_bad_clone_argument_is_one_sentence(tiny: ConvModel) -> None:
+    with pytest.raises(UserInputError, match="clone must be"):
+        Probe(tiny, ["conv1"], clone="sometimes")  # type: ignore[arg-type]

@@ -158,6 +158,10 @@ class Probe:
         detach: store activations detached from the graph (set False to optimize through them).
         clone: protect captured values from later in-place ops in the model
             (`out += identity`, `ReLU(inplace=True)`): the model continues on a copy.
+            "auto": copy nothing, but `run()` checks afterwards whether the model changed a
+            captured value in place (its version counter moved); if so it runs the forward
+            again with copies, and keeps copying from then on. Loops of thousands of steps
+            use this, so that models without such ops pay for no copies.
         stop_early: abort the forward once every layer was captured; use `Probe.run`.
         relu_rule: replace the backward of every ReLU-like op while the probe is active:
             "guided" (guided backprop), "deconv", or "linear". This covers modules and
@@ -173,7 +177,7 @@ class Probe:
         *,
         grads: bool = False,
         detach: bool = True,
-        clone: bool = True,
+        clone: bool | Literal["auto"] = True,
         stop_early: bool = False,
         relu_rule: ReluRule | None = None,
     ) -> None:
@@ -190,13 +194,19 @@ class Probe:
             raise UserInputError("no layers were given to probe.")
         # Resolve everything before registering anything, so a bad name leaves no hook behind.
         self.targets: dict[str, str] = {n: resolve_layer(model, n) for n in names}
+        if clone not in (True, False, "auto"):
+            raise UserInputError(f"clone must be True, False or 'auto', got {clone!r}.")
         self.grads = grads
         self.detach = detach
-        self.clone = clone
+        self.clone: bool | Literal["auto"] = clone
         self.stop_early = stop_early
         self.activations: dict[str, Tensor] = {}
         self.gradients: dict[str, Tensor] = {}
-        self._handles: list[RemovableHandle] = []
+        self._handles: list[RemovableHandle] = []  # module hooks: one per hooked module
+        # Tensor hooks for gradients: the latest per hooked module, replacing the previous
+        # forward's, so a loop of many forwards inside one block keeps a bounded number.
+        self._tensor_handles: dict[tuple[str, ...], RemovableHandle] = {}
+        self._versions: dict[str, tuple[Tensor, int]] = {}  # clone="auto": value at capture
         self._active = False
 
     # ---- context manager --------------------------------------------------------------------
@@ -232,6 +242,8 @@ class Probe:
         try:
             while self._handles:
                 self._handles.pop().remove()
+            while self._tensor_handles:
+                self._tensor_handles.popitem()[1].remove()
         finally:
             self._active = False
             mode, self._mode = self._mode, None
@@ -246,17 +258,23 @@ class Probe:
                 return None
             kept = t.detach() if self.detach else t
             replacement = None
-            if self.clone:
+            if self.clone is True:
                 if output is t:
                     # The model continues on a copy, so its later in-place ops cannot touch
                     # what we keep, and `kept` stays the tensor gradients flow through.
                     replacement = t.clone()
                 else:
                     kept = kept.clone()
+            elif self.clone == "auto":
+                for n in names:
+                    self._versions[n] = (t, t._version)
             for n in names:
                 self.activations[n] = kept
             if self.grads and t.requires_grad:
-                self._handles.append(t.register_hook(self._make_grad_hook(names)))
+                old = self._tensor_handles.pop(names, None)
+                if old is not None:
+                    old.remove()
+                self._tensor_handles[names] = t.register_hook(self._make_grad_hook(names))
             if self.stop_early and len(self.activations) == len(self.targets):
                 raise _StopForward
             return replacement
@@ -277,12 +295,25 @@ class Probe:
         if not self._active:
             with self:
                 return self.run(x)
+        out = self._forward(x)
+        if self.clone == "auto" and self.changed_in_place():
+            self.clone = True  # this model changes captured values in place: copy from now on
+            out = self._forward(x)
+        return out
+
+    def _forward(self, x: Tensor) -> Tensor | None:
         self.activations.clear()
+        self._versions.clear()
         try:
             out = self.module(x)
         except _StopForward:
             return None
         return _first_tensor(out)
+
+    def changed_in_place(self) -> list[str]:
+        """With clone="auto": the layers whose captured value the model has since changed in
+        place (so `activations` no longer holds what the layer computed)."""
+        return [n for n, (t, v) in self._versions.items() if t._version != v]
 
     def activation(self, name: str) -> Tensor:
         if name not in self.activations:
