@@ -3,6 +3,8 @@ fast mode's tolerance, fills, bad input, and no side effects."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -391,6 +393,117 @@ def test_fast_mode_is_within_its_tolerance(tiny: ConvModel) -> None:
     fast = occlusion_map(tiny, _images(1, 16), [ClassTarget(0)], window=4, mode="fast")
     exact = occlusion_map(tiny, _images(1, 16), [ClassTarget(0)], window=4)
     assert float((fast - exact).abs().max()) <= FAST_TOLERANCE
+
+
+@pytest.mark.weights
+def test_fast_mode_in_bfloat16_on_efficientnet_is_within_its_tolerance() -> None:
+    """bfloat16 forced, so that CPUs without native bf16 (where "auto" runs float32) check it
+    too, in the setting `FAST_TOLERANCE` was measured in: random 64 px images (seeds 0–9, one
+    image per call), window 16, stride 16, with the plan and with whole forwards."""
+    from convscope.models.registry import load_model
+
+    model = load_model("efficientnet_lite0")
+    worst = {True: 0.0, False: 0.0}
+    for seed in range(10):
+        x = _images(1, 64, seed=seed)
+        with torch.inference_mode():
+            t = [ClassTarget(int(model(model.preprocess.normalize(x)).argmax()))]
+        exact = occ._occlusion(model, x, t, window=16, stride=16)
+        for incremental in (True, False):
+            fast = occ._occlusion(
+                model,
+                x,
+                t,
+                window=16,
+                stride=16,
+                mode="fast",
+                fast_dtype=torch.bfloat16,
+                incremental=incremental,
+            )
+            err = float((fast - exact).abs().max())
+            assert err <= FAST_TOLERANCE, (seed, incremental, err)
+            worst[incremental] = max(worst[incremental], err)
+    # bfloat16 really ran (float32 is within 1e-5 of exact).
+    assert min(worst.values()) > 1e-2
+
+
+def test_fast_mode_keeps_the_crops_and_the_classifier_in_float32() -> None:
+    """With the plan only the whole maps between the crops and the pooled classifier run in
+    reduced precision: the crops (and the clean maps they read) and the classifier do not."""
+    model = _model(GlobalNet(), "global", 5)
+    traced = Traced.trace(model.module)
+    assert traced is not None
+    x = _images(1, 24, seed=9)
+    positions = occ._positions(24, 24, 6, 3)
+    bf16 = occ._precision(torch.device("cpu"), torch.bfloat16)
+    with torch.inference_mode():
+        plan = plan_mod.Plan.build(traced, x, positions, (7, 7), 6, 1.0, torch.contiguous_format)
+        runner = plan_mod.IncrementalRunner(
+            plan, model, x, torch.zeros_like(x), ClassTarget(2), bf16
+        )
+        live = runner.live([0, 1, 2])
+    prefix = [s.node for s in plan.steps]
+    assert [n.name for n in prefix] == ["x", "conv1", "bn", "act"]
+    assert all(runner.values[n].dtype == torch.float32 for n in prefix)
+    assert live and all(v.dtype == torch.float32 for v in live.values())
+    node = {n.name: n for n in traced.nodes}
+    assert runner.values[node["conv2"]].dtype == torch.bfloat16
+    assert {"pool", "fc"} <= {n.name for n in plan.tail}
+    assert runner.values[node["fc"]].dtype == torch.float32
+
+
+def _native_bf16(monkeypatch: pytest.MonkeyPatch, answer: bool | Exception) -> None:
+    """Mock the CPU's bf16 capability as oneDNN reports it (an exception: the check fails)."""
+
+    def supported() -> bool:
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", supported)
+
+
+def test_fast_dtype_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    _native_bf16(monkeypatch, True)
+    assert occ._fast_dtype(cpu) is torch.bfloat16
+    auto = occ._precision(cpu, "auto")()
+    assert isinstance(auto, torch.autocast) and auto.fast_dtype is torch.bfloat16
+    for failing in (False, RuntimeError("no oneDNN"), AttributeError("no such op")):
+        _native_bf16(monkeypatch, failing)
+        assert occ._fast_dtype(cpu) is None
+        assert isinstance(occ._precision(cpu, "auto")(), contextlib.nullcontext)
+    explicit = occ._precision(cpu, torch.bfloat16)()  # a forced dtype ignores the hardware
+    assert isinstance(explicit, torch.autocast) and explicit.fast_dtype is torch.bfloat16
+    assert isinstance(occ._precision(cpu, None)(), contextlib.nullcontext)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert occ._fast_dtype(cuda) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert occ._fast_dtype(cuda) is torch.float16
+    assert occ._fast_dtype(torch.device("meta")) is None
+
+
+def test_auto_fast_mode_follows_the_cpus_bf16(
+    tiny: ConvModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without native bf16, "auto" fast mode is float32: the same maps as exact mode, with the
+    plan and with whole forwards. With it, bfloat16 runs and stays within the tolerance."""
+    model = _model(GlobalNet(), "global", 5)
+    x = _images(1, 24, seed=9)
+    t = [ClassTarget(2)]
+    neuron = [NeuronTarget("relu2", 1)]  # whole forwards
+    exact = occ._occlusion(model, x, t, window=6, stride=3)
+    exact_neuron = occ._occlusion(tiny, _images(1, 16), neuron, window=4, stride=2)
+    _native_bf16(monkeypatch, False)
+    fast = occ._occlusion(model, x, t, window=6, stride=3, mode="fast")
+    assert torch.equal(fast, exact)
+    fast = occ._occlusion(tiny, _images(1, 16), neuron, window=4, stride=2, mode="fast")
+    assert torch.equal(fast, exact_neuron)
+    public = occlusion_map(model, x, t, window=6, stride=3, mode="fast")
+    assert torch.equal(public, exact.clamp(min=0))
+    _native_bf16(monkeypatch, True)
+    fast = occ._occlusion(model, x, t, window=6, stride=3, mode="fast")
+    assert 0 < float((fast - exact).abs().max()) <= FAST_TOLERANCE
 
 
 def test_batchnorm_folding_is_exact_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
