@@ -1,0 +1,482 @@
+"""Objectives: what the synthesis loop *maximizes*, composed with arithmetic.
+
+    objective = 2.0 * channel("relu4_3", 42) - 1e-3 * l2()
+    objective.layers       # frozenset({"relu4_3"}): the probe hooks only these
+    repr(objective)        # "2.0 * channel('relu4_3', 42) - 0.001 * l2()"
+
+An objective maps one step's `Inputs` (the captured activations, the image, the model's
+output) to a scalar tensor. Rewards (a channel's mean, a class logit) are maximized as they
+are; penalties and distances (`l2`, `total_variation`, `feature_match`, `gram_match`) are
+non-negative and enter with a minus sign. `+`, `-`, unary `-`, and `*` and `/` by numbers build
+weighted sums; Python's `sum(...)` works too. Every objective declares the layers it needs, and
+a sum needs the union of its terms' layers. `OUTPUT` names the model's output (class scores),
+which needs the whole forward pass; any other set of layers lets the forward stop after the
+deepest one.
+
+Batches: with `batch=None` a term averages over the images of the batch; `batch=i` reads
+image `i` only (one image per channel in the atlas's grid mode). `diversity` compares the
+images of a batch with each other.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from convscope.errors import UserInputError
+from convscope.synthesize.transforms import gaussian_blur
+
+__all__ = [
+    "OUTPUT",
+    "Inputs",
+    "Objective",
+    "alpha_norm",
+    "blur_input_each_step",
+    "channel",
+    "class_logit",
+    "class_prob",
+    "deepdream",
+    "direction",
+    "diversity",
+    "feature_match",
+    "gram_match",
+    "gram_matrix",
+    "l1",
+    "l2",
+    "neuron",
+    "total",
+    "total_variation",
+]
+
+OUTPUT = "<output>"
+"""The pseudo-layer name of the model's output (class scores)."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What an objective sees at one step."""
+
+    acts: Mapping[str, Tensor]  # layer (as named in the objective) → (B, C, H, W) or (B, D)
+    image: Tensor  # (B, 3, H, W) in [0, 1]: the parameterized image, before the transforms
+    model_input: Tensor  # (B, 3, H, W): `image` normalized as the model's preprocessing does
+    output: Tensor | None = None  # the model's output, when an objective needs OUTPUT
+
+    def act(self, layer: str) -> Tensor:
+        if layer == OUTPUT:
+            if self.output is None:
+                raise UserInputError("the model's output was not computed for this objective.")
+            return self.output
+        if layer not in self.acts:
+            raise UserInputError(f"layer {layer!r} produced no activation in this step.")
+        return self.acts[layer]
+
+
+def _number(c: float) -> str:
+    return repr(float(c))
+
+
+class Objective:
+    """A differentiable scalar to maximize: a weighted sum of named building blocks."""
+
+    def __init__(self, terms: Sequence[tuple[float, _Leaf]]) -> None:
+        self._terms = tuple((float(c), t) for c, t in terms if c != 0.0 or len(terms) == 1)
+
+    # ---- what it needs and computes -------------------------------------------------------
+    @property
+    def terms(self) -> tuple[tuple[float, _Leaf], ...]:
+        """(weight, building block) pairs; the value is their weighted sum."""
+        return self._terms
+
+    @property
+    def layers(self) -> frozenset[str]:
+        return frozenset(layer for _, t in self._terms for layer in t.layers)
+
+    @property
+    def needs_output(self) -> bool:
+        return OUTPUT in self.layers
+
+    def __call__(self, inputs: Inputs) -> Tensor:
+        return self.evaluate(inputs)[0]
+
+    def evaluate(self, inputs: Inputs) -> tuple[Tensor, dict[str, Tensor]]:
+        """The value, and each term's *loss* (minus its weighted value, so that penalties
+        read as positive numbers), keyed by the term's label or repr."""
+        value: Tensor | None = None
+        losses: dict[str, Tensor] = {}
+        for c, t in self._terms:
+            v = c * t.fn(inputs)
+            value = v if value is None else value + v
+            key = t.label or t.text
+            losses[key] = losses[key] - v.detach() if key in losses else -v.detach()
+        assert value is not None
+        return value, losses
+
+    # ---- algebra -----------------------------------------------------------------------------
+    def __add__(self, other: Objective | float) -> Objective:
+        if isinstance(other, Objective):
+            return Objective([*self._terms, *other._terms])
+        if isinstance(other, (int, float)) and other == 0:
+            return self  # so that sum([...]) starts from 0
+        return NotImplemented
+
+    __radd__ = __add__
+
+    def __neg__(self) -> Objective:
+        return Objective([(-c, t) for c, t in self._terms])
+
+    def __sub__(self, other: Objective | float) -> Objective:
+        if isinstance(other, Objective):
+            return self + (-other)
+        if isinstance(other, (int, float)) and other == 0:
+            return self
+        return NotImplemented
+
+    def __rsub__(self, other: float) -> Objective:
+        if isinstance(other, (int, float)) and other == 0:
+            return -self
+        return NotImplemented
+
+    def __mul__(self, k: float) -> Objective:
+        if isinstance(k, bool) or not isinstance(k, (int, float)):
+            return NotImplemented
+        if not math.isfinite(k):
+            raise UserInputError(f"an objective's weight must be a finite number, got {k}.")
+        return Objective([(c * k, t) for c, t in self._terms])
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, k: float) -> Objective:
+        if isinstance(k, bool) or not isinstance(k, (int, float)):
+            return NotImplemented
+        if k == 0 or not math.isfinite(k):
+            raise UserInputError(f"cannot divide an objective by {k}.")
+        return self * (1.0 / k)
+
+    def named(self, label: str) -> Objective:
+        """The same objective, reported under `label` in progress (one term)."""
+        inner = self
+
+        def fn(inputs: Inputs) -> Tensor:
+            return inner(inputs)
+
+        return Objective([(1.0, _Leaf(fn, inner.layers, f"({inner!r})", label))])
+
+    def __repr__(self) -> str:
+        parts: list[str] = []
+        for k, (c, t) in enumerate(self._terms):
+            text = t.text if not t.label else f"{t.label}={t.text}"
+            sign = "-" if c < 0 else "+"
+            a = abs(c)
+            body = text if a == 1.0 else f"{_number(a)} * {text}"
+            if k == 0:
+                parts.append(("-" if c < 0 else "") + body)
+            else:
+                parts.append(f" {sign} {body}")
+        return "".join(parts)
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    """One building block: a function of the step's inputs, the layers it reads, its text."""
+
+    fn: Callable[[Inputs], Tensor]
+    layers: frozenset[str]
+    text: str
+    label: str = ""
+
+
+def _objective(fn: Callable[[Inputs], Tensor], layers: Iterable[str], text: str) -> Objective:
+    return Objective([(1.0, _Leaf(fn, frozenset(layers), text))])
+
+
+def total(objectives: Iterable[Objective]) -> Objective:
+    """The sum of several objectives (as `sum(...)`, but an empty sum is an error)."""
+    items = list(objectives)
+    if not items:
+        raise UserInputError("there are no objectives to add.")
+    out = items[0]
+    for o in items[1:]:
+        out = out + o
+    return out
+
+
+def _args(*values: Any, **named: Any) -> str:
+    shown = [repr(v) for v in values]
+    shown += [f"{k}={v!r}" for k, v in named.items() if v is not None]
+    return ", ".join(shown)
+
+
+def _pick(t: Tensor, batch: int | None) -> Tensor:
+    """The batch element `batch` (kept as a batch of one), or all of them."""
+    if batch is None:
+        return t
+    if not -t.shape[0] <= batch < t.shape[0]:
+        raise UserInputError(f"batch index {batch} is out of range for {t.shape[0]} images.")
+    return t[batch : batch + 1]
+
+
+def _check_channel(act: Tensor, c: int, layer: str) -> None:
+    n = int(act.shape[1])
+    if not 0 <= c < n:
+        raise UserInputError(f"channel {c} is out of range 0..{n - 1} for layer {layer}.")
+
+
+# ---- rewards ------------------------------------------------------------------------------------
+def class_logit(c: int, *, batch: int | None = None) -> Objective:
+    """The model's output (logit) for class `c`, averaged over the batch."""
+
+    def fn(inputs: Inputs) -> Tensor:
+        out = _pick(inputs.act(OUTPUT), batch)
+        _check_channel(out, c, "the output")
+        return out[:, c].mean()
+
+    return _objective(fn, [OUTPUT], f"class_logit({_args(c, batch=batch)})")
+
+
+def class_prob(c: int, *, batch: int | None = None) -> Objective:
+    """The softmax probability of class `c`, averaged over the batch."""
+
+    def fn(inputs: Inputs) -> Tensor:
+        out = _pick(inputs.act(OUTPUT), batch)
+        _check_channel(out, c, "the output")
+        return out.float().softmax(dim=1)[:, c].mean()
+
+    return _objective(fn, [OUTPUT], f"class_prob({_args(c, batch=batch)})")
+
+
+def channel(layer: str, c: int, *, batch: int | None = None) -> Objective:
+    """The mean activation of channel `c` of `layer` over its positions (and the batch)."""
+
+    def fn(inputs: Inputs) -> Tensor:
+        act = _pick(inputs.act(layer), batch)
+        _check_channel(act, c, layer)
+        return act[:, c].mean()
+
+    return _objective(fn, [layer], f"channel({_args(layer, c, batch=batch)})")
+
+
+def neuron(
+    layer: str, c: int, y: int | None = None, x: int | None = None, *, batch: int | None = None
+) -> Objective:
+    """One unit: channel `c` of `layer` at row `y`, column `x` of its output (the centre
+    unit by default; layers without positions, such as a linear layer, have one unit per
+    channel)."""
+
+    def fn(inputs: Inputs) -> Tensor:
+        act = _pick(inputs.act(layer), batch)
+        _check_channel(act, c, layer)
+        if act.dim() == 2:
+            return act[:, c].mean()
+        h, w = int(act.shape[-2]), int(act.shape[-1])
+        yy = h // 2 if y is None else y
+        xx = w // 2 if x is None else x
+        if not (0 <= yy < h and 0 <= xx < w):
+            raise UserInputError(
+                f"position {yy},{xx} is outside layer {layer}'s {h}x{w} output "
+                f"(y in 0..{h - 1}, x in 0..{w - 1})."
+            )
+        return act[:, c, yy, xx].mean()
+
+    return _objective(fn, [layer], f"neuron({_args(layer, c, y, x, batch=batch)})")
+
+
+def direction(
+    layer: str, vector: Tensor | Sequence[float], *, batch: int | None = None
+) -> Objective:
+    """The cosine similarity between `layer`'s activation vector at each position and
+    `vector` (C,), averaged over positions (a direction in activation space, as in lucid)."""
+    v = torch.as_tensor(vector, dtype=torch.float32).detach().clone()
+    if v.dim() != 1 or v.numel() == 0:
+        raise UserInputError(f"a direction must be a vector (C,), got shape {tuple(v.shape)}.")
+
+    def fn(inputs: Inputs) -> Tensor:
+        act = _pick(inputs.act(layer), batch)
+        if act.shape[1] != v.numel():
+            raise UserInputError(
+                f"the direction has {v.numel()} values but layer {layer} has {act.shape[1]} "
+                "channels."
+            )
+        shape = (1, -1) + (1,) * (act.dim() - 2)
+        return F.cosine_similarity(act, v.to(act).view(shape), dim=1).mean()
+
+    return _objective(fn, [layer], f"direction({_args(layer, f'<{v.numel()} values>')})")
+
+
+def deepdream(layer: str, channels: Sequence[int] | None = None) -> Objective:
+    """DeepDream's objective (Mordvintsev et al. 2015): the mean of the squared activations of
+    `layer` (of `channels` only, when given), so whatever the layer sees is amplified."""
+    chosen = None if channels is None else [int(c) for c in channels]
+
+    def fn(inputs: Inputs) -> Tensor:
+        act = inputs.act(layer)
+        if chosen is not None:
+            for c in chosen:
+                _check_channel(act, c, layer)
+            act = act[:, chosen]
+        return act.pow(2).mean()
+
+    text = f"deepdream({_args(layer, channels=chosen)})"
+    return _objective(fn, [layer], text)
+
+
+def diversity(layer: str) -> Objective:
+    """The batch penalty of Olah et al. 2017, as a reward: minus the mean cosine similarity
+    between the Gram matrices of every pair of images in the batch, so that adding
+    `w * diversity(layer)` pushes the images apart (0 for a batch of one)."""
+
+    def fn(inputs: Inputs) -> Tensor:
+        act = inputs.act(layer)
+        b = int(act.shape[0])
+        if b < 2:
+            return act.sum() * 0.0
+        grams = F.normalize(gram_matrix(act).flatten(1), dim=1)  # (B, C·C)
+        sims = grams @ grams.t()  # (B, B)
+        off = sims.sum() - sims.diagonal().sum()
+        return -off / (b * (b - 1))
+
+    return _objective(fn, [layer], f"diversity({layer!r})")
+
+
+# ---- matching -----------------------------------------------------------------------------------
+def gram_matrix(act: Tensor) -> Tensor:
+    """(B, C, H, W) → (B, C, C): G[c, d] = Σ_p F[c, p] F[d, p] / (H·W), the channels'
+    co-activation averaged over positions (so it does not grow with the image's size)."""
+    if act.dim() != 4:
+        raise UserInputError(f"a Gram matrix needs (B, C, H, W) features, got {tuple(act.shape)}.")
+    b, c, h, w = act.shape
+    f = act.reshape(b, c, h * w)
+    return torch.bmm(f, f.transpose(1, 2)) / (h * w)
+
+
+def _relative(got: Tensor, want: Tensor) -> Tensor:
+    """||got − want||² / ||want||² (per batch element, then averaged)."""
+    b = got.shape[0]
+    diff = (got - want).reshape(b, -1).pow(2).sum(dim=1)
+    norm = want.reshape(want.shape[0], -1).pow(2).sum(dim=1).clamp(min=1e-12)
+    return (diff / norm).mean()
+
+
+def feature_match(layer: str, target: Tensor) -> Objective:
+    """A penalty: how far `layer`'s activation is from `target` (broadcast over the batch), as
+    the relative squared error ||F − F₀||² / ||F₀||² (Mahendran & Vedaldi's normalization;
+    0 when equal, 1 for an all-zero activation)."""
+    want = target.detach().clone()
+
+    def fn(inputs: Inputs) -> Tensor:
+        act = inputs.act(layer)
+        if act.shape[1:] != want.shape[1:]:
+            raise UserInputError(
+                f"layer {layer} gives {tuple(act.shape[1:])}, but the target features are "
+                f"{tuple(want.shape[1:])}; give the image at the size the target was made at."
+            )
+        return _relative(act, want.to(act).expand_as(act))
+
+    return _objective(fn, [layer], f"feature_match({layer!r})")
+
+
+def gram_match(layer: str, target_gram: Tensor) -> Objective:
+    """A penalty: the relative squared distance between `layer`'s Gram matrix
+    (`gram_matrix`) and `target_gram` (C, C) or (1, C, C), as in Gatys et al.'s style loss."""
+    want = target_gram.detach().clone()
+    if want.dim() == 2:
+        want = want[None]
+
+    def fn(inputs: Inputs) -> Tensor:
+        g = gram_matrix(inputs.act(layer))
+        if g.shape[1:] != want.shape[1:]:
+            raise UserInputError(
+                f"layer {layer} has {g.shape[1]} channels, but the target Gram matrix is "
+                f"{tuple(want.shape[1:])}."
+            )
+        return _relative(g, want.to(g).expand_as(g))
+
+    return _objective(fn, [layer], f"gram_match({layer!r})")
+
+
+# ---- image priors (penalties) -------------------------------------------------------------------
+def _check_space(space: str) -> None:
+    if space not in ("model", "pixel"):
+        raise UserInputError(f"space must be 'model' or 'pixel', got {space!r}.")
+
+
+def _image(inputs: Inputs, space: str) -> Tensor:
+    return inputs.model_input if space == "model" else inputs.image - 0.5
+
+
+def l2(space: str = "model") -> Objective:
+    """A penalty: the squared L2 norm ||x||² of the image, per image (averaged over the
+    batch). `space="model"`: the model's normalized input (CS231n's λ||I||², where 0 is the
+    mean colour); "pixel": the [0, 1] image minus mid-gray."""
+    _check_space(space)
+
+    def fn(inputs: Inputs) -> Tensor:
+        x = _image(inputs, space)
+        return x.flatten(1).pow(2).sum(dim=1).mean()
+
+    return _objective(fn, [], "l2()" if space == "model" else f"l2({space!r})")
+
+
+def l1(space: str = "model") -> Objective:
+    """A penalty: the L1 norm Σ|x| of the image, per image (see `l2` for `space`)."""
+    _check_space(space)
+
+    def fn(inputs: Inputs) -> Tensor:
+        return _image(inputs, space).flatten(1).abs().sum(dim=1).mean()
+
+    return _objective(fn, [], "l1()" if space == "model" else f"l1({space!r})")
+
+
+def alpha_norm(alpha: float = 6.0, space: str = "model") -> Objective:
+    """A penalty: Σ|x|^α / (number of values), the α-norm prior of Mahendran & Vedaldi 2015
+    (α = 6 keeps the image in range without flattening it)."""
+    if not (math.isfinite(alpha) and alpha >= 1):
+        raise UserInputError(f"alpha must be a number of at least 1, got {alpha}.")
+    _check_space(space)
+
+    def fn(inputs: Inputs) -> Tensor:
+        return _image(inputs, space).abs().pow(alpha).mean()
+
+    return _objective(fn, [], f"alpha_norm({alpha!r})")
+
+
+def total_variation(beta: float = 2.0) -> Objective:
+    """A penalty: the total variation of the [0, 1] image, the mean over pixels of
+    ((x[i, j+1] − x[i, j])² + (x[i+1, j] − x[i, j])²)^(β/2) (Mahendran & Vedaldi's V^β;
+    β = 2 is the squared gradient, β = 1 the classic TV). The last row and column, which have
+    no right or lower neighbour, count their one difference."""
+    if not (math.isfinite(beta) and beta > 0):
+        raise UserInputError(f"beta must be a positive number, got {beta}.")
+
+    def fn(inputs: Inputs) -> Tensor:
+        return _tv(inputs.image, beta)
+
+    return _objective(fn, [], f"total_variation(beta={beta!r})")
+
+
+def _tv(x: Tensor, beta: float) -> Tensor:
+    dx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))  # (B, 3, H, W), 0 at the end
+    dy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+    sq = dx.pow(2) + dy.pow(2)
+    if beta == 2.0:
+        return sq.mean()
+    return (sq + 1e-12).pow(beta / 2).mean()
+
+
+def blur_input_each_step(sigma: float = 0.5) -> Objective:
+    """A penalty (lucid's `blur_input_each_step`): half the squared distance between the image
+    and its Gaussian blur, the blur held fixed, so each step pulls the image a little towards
+    its blurred self."""
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise UserInputError(f"sigma must be a positive number, got {sigma}.")
+
+    def fn(inputs: Inputs) -> Tensor:
+        x = inputs.image
+        return 0.5 * (x - gaussian_blur(x, sigma).detach()).pow(2).flatten(1).sum(1).mean()
+
+    return _objective(fn, [], f"blur_input_each_step({sigma!r})")
