@@ -127,7 +127,7 @@ def test_neuron_is_the_centre_by_default_and_checks_positions() -> None:
     assert float(neuron("l", 1, 0, 4)(inputs)) == pytest.approx(float(a[:, 1, 0, 4].mean()))
     with pytest.raises(UserInputError, match="outside layer l's 4x5 output"):
         neuron("l", 1, 4, 0)(inputs)
-    with pytest.raises(UserInputError, match="channel 3 is out of range 0..2"):
+    with pytest.raises(UserInputError, match=r"channel 3 is out of range 0\.\.2"):
         channel("l", 3)(inputs)
     flat = _inputs({"fc": torch.tensor([[1.0, 5.0]])})
     assert float(neuron("fc", 1)(flat)) == 5.0
