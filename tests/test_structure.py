@@ -185,3 +185,12 @@ def test_the_command_line_starts_without_torch() -> None:
     done = _fresh_python(code)
     assert done.returncode == 0, done.stderr
     assert "HEAVY []" in done.stdout, done.stdout[-500:]
+
+
+def test_every_lazily_exported_name_resolves() -> None:
+    import importlib
+
+    for package in ("convscope", "convscope.data", "convscope.models", "convscope.cli"):
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"{package}.{name}"

@@ -38,8 +38,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from convscope.models.tiny import tiny_model
 
     extract_features(tiny_model(), images, "act", out=root / "f.safetensors")
+    from convscope.cli.root import main
+
+    made = main(["visualize", *VISUALIZE, "--out", str(root / "v.png"), "--quiet"])
+    assert made == 0
     return root
 
+
+VISUALIZE = ["-m", "tiny", "--layer", "relu1", "--channel", "0", "--steps", "3", "--size", "16"]
 
 # command → (its arguments with the outputs as {option: file name}, the outputs)
 Runner = Callable[[Path, dict[str, Path]], list[str]]
@@ -79,6 +85,8 @@ COMMANDS: dict[str, tuple[Runner, dict[str, str]]] = {
         lambda d, o: ["faithfulness", "coffee", "-m", "tiny", "--methods", "gradient"],
         {"--out": "p.png"},
     ),
+    "visualize": (lambda d, o: ["visualize", *VISUALIZE], {"--out": "v.png"}),
+    "reproduce": (lambda d, o: ["reproduce", str(d / "v.png")], {"--out": "r.png"}),
     "demo": (lambda d, o: ["demo", "--sections", "layers"], {"--out": "gallery"}),
 }
 

@@ -24,6 +24,8 @@ from convscope.cli import patches  # noqa: F401
 from convscope.cli import train  # noqa: F401
 from convscope.cli import attribute  # noqa: F401
 from convscope.cli import evaluate  # noqa: F401
+from convscope.cli import visualize  # noqa: F401
+from convscope.cli import reproduce  # noqa: F401
 from convscope.cli import demo  # noqa: F401
 
 # isort: on

@@ -32,8 +32,10 @@ if TYPE_CHECKING:
         IMAGE_SUFFIXES,
         from_pil,
         load_image,
+        png_text,
         save_image,
         save_png,
+        save_pngs,
         to_pil,
     )
     from convscope.data.samples import (
@@ -73,11 +75,13 @@ __all__ = [
     "load_image_or_sample",
     "load_sample",
     "mnist5k",
+    "png_text",
     "read_idx",
     "sample_info",
     "sample_names",
     "save_image",
     "save_png",
+    "save_pngs",
     "to_pil",
 ]
 
@@ -115,7 +119,9 @@ __getattr__, __dir__ = lazy_exports(
         "sample_info": "convscope.data.samples",
         "sample_names": "convscope.data.samples",
         "save_image": "convscope.data.images",
+        "png_text": "convscope.data.images",
         "save_png": "convscope.data.images",
+        "save_pngs": "convscope.data.images",
         "to_pil": "convscope.data.images",
     },
 )

@@ -9,13 +9,15 @@ import contextlib
 import struct
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 
 from convscope.data.files import atomic_path, atomic_paths
@@ -26,6 +28,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "from_pil",
     "load_image",
+    "png_text",
     "save_image",
     "save_png",
     "save_pngs",
@@ -255,7 +258,7 @@ def _as_pil(image: Tensor | Image.Image | NDArray[np.generic]) -> Image.Image:
     )
 
 
-def _save(im: Image.Image, target: Path, fmt: str, params: dict[str, int]) -> None:
+def _save(im: Image.Image, target: Path, fmt: str, params: dict[str, Any]) -> None:
     """Save `im` atomically, turning write failures into one-sentence errors."""
     try:
         with atomic_path(target) as tmp:
@@ -266,11 +269,40 @@ def _save(im: Image.Image, target: Path, fmt: str, params: dict[str, int]) -> No
         raise UserInputError(f"Cannot write {target} ({_reason(exc)}).") from exc
 
 
-def save_png(image: Tensor | Image.Image | NDArray[np.generic], path: str | Path) -> Path:
-    """Write an image as PNG, atomically, whatever the suffix; return the path."""
+def save_png(
+    image: Tensor | Image.Image | NDArray[np.generic],
+    path: str | Path,
+    *,
+    text: Mapping[str, str] | None = None,
+) -> Path:
+    """Write an image as PNG, atomically, whatever the suffix; return the path. `text` goes
+    into the file as PNG text chunks (key → value), in sorted key order, so the same image
+    and text give the same bytes."""
     target = Path(path)
-    _save(_as_pil(image), target, "PNG", {})
+    params: dict[str, Any] = {}
+    if text:
+        info = PngInfo()
+        for key in sorted(text):
+            info.add_itxt(key, text[key])
+        params["pnginfo"] = info
+    _save(_as_pil(image), target, "PNG", params)
     return target
+
+
+def png_text(path: str | Path) -> dict[str, str]:
+    """The text chunks of a PNG file ({} when it has none), or a one-sentence error for a
+    file that is not a readable PNG."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserInputError(f"{p} does not exist or is not a file.")
+    try:
+        with Image.open(p) as im:
+            if im.format != "PNG":
+                raise UserInputError(f"{p} is not a PNG file.")
+            im.load()
+            return {str(k): str(v) for k, v in getattr(im, "text", {}).items()}
+    except (OSError, UnidentifiedImageError) as exc:
+        raise UserInputError(f"Cannot read {p} as a PNG ({_reason(exc)}).") from exc
 
 
 def save_pngs(

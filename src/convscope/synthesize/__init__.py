@@ -35,6 +35,7 @@ from convscope.synthesize.objectives import (
 )
 from convscope.synthesize.octaves import octave_sizes, octaves
 from convscope.synthesize.optimize import (
+    Run,
     StepEstimate,
     StepState,
     SynthesisProgress,
@@ -62,6 +63,7 @@ __all__ = [
     "ModelSpaceImage",
     "Objective",
     "PixelImage",
+    "Run",
     "StepEstimate",
     "StepState",
     "SynthesisProgress",

@@ -400,19 +400,32 @@ def gram_match(layer: str, target_gram: Tensor) -> Objective:
 
 
 # ---- image priors (penalties) -------------------------------------------------------------------
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SPACES = ("model", "imagenet", "pixel")
+
+
 def _check_space(space: str) -> None:
-    if space not in ("model", "pixel"):
-        raise UserInputError(f"space must be 'model' or 'pixel', got {space!r}.")
+    if space not in SPACES:
+        raise UserInputError(f"space must be one of {', '.join(SPACES)}, got {space!r}.")
 
 
 def _image(inputs: Inputs, space: str) -> Tensor:
-    return inputs.model_input if space == "model" else inputs.image - 0.5
+    if space == "model":
+        return inputs.model_input
+    if space == "imagenet":  # the units of CS231n's and most papers' settings, for any model
+        x = inputs.image
+        mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+    return inputs.image - 0.5
 
 
 def l2(space: str = "model") -> Objective:
     """A penalty: the squared L2 norm ||x||² of the image, per image (averaged over the
-    batch). `space="model"`: the model's normalized input (CS231n's λ||I||², where 0 is the
-    mean colour); "pixel": the [0, 1] image minus mid-gray."""
+    batch). `space="model"`: the model's normalized input (0 is its mean colour);
+    "imagenet": the image normalized with ImageNet's mean and std, as CS231n's λ||I||² is,
+    whatever the model; "pixel": the [0, 1] image minus mid-gray."""
     _check_space(space)
 
     def fn(inputs: Inputs) -> Tensor:

@@ -44,6 +44,7 @@ from convscope.synthesize.steps import make_optimizer
 __all__ = [
     "CHECKPOINT_FORMAT",
     "Callback",
+    "Run",
     "StepEstimate",
     "StepState",
     "SynthesisProgress",
@@ -493,3 +494,51 @@ def estimate(
     state *= {"adam": 3, "lbfgs": 100}.get(optimizer, 2)  # the values, their grads, moments
     model_bytes = sum(t.numel() * t.element_size() for t in model.module.state_dict().values())
     return StepEstimate(per_step, sum(saved.values()) // 2, state, model_bytes)
+
+
+@dataclass
+class Run:
+    """Everything one call of `optimize` needs, so a recipe can plan a run and then either
+    start it or `estimate` it (`--dry-run`)."""
+
+    model: ConvModel
+    objective: Objective
+    param: nn.Module
+    transforms: nn.Module | None = None
+    steps: int = 512
+    optimizer: str = "adam"
+    lr: float = 0.05
+    schedule: Schedule = "constant"
+    callbacks: Sequence[Callback] = ()
+    tile: int | None = None
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+    def start(self, **kwargs: Any) -> SynthesisResult:
+        """`optimize` with this plan; `kwargs` are its other options (progress, previews,
+        checkpoints, task, recipe)."""
+        return optimize(
+            self.model,
+            self.objective,
+            self.param,
+            transforms=self.transforms,
+            steps=self.steps,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            schedule=self.schedule,
+            callbacks=self.callbacks,
+            tile=self.tile,
+            precision=self.precision,
+            **kwargs,
+        )
+
+    def estimate(self) -> StepEstimate:
+        return estimate(
+            self.model,
+            self.objective,
+            self.param,
+            transforms=self.transforms,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            tile=self.tile,
+            precision=self.precision,
+        )
