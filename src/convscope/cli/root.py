@@ -25,6 +25,9 @@ from convscope.cli import train  # noqa: F401
 from convscope.cli import attribute  # noqa: F401
 from convscope.cli import evaluate  # noqa: F401
 from convscope.cli import visualize  # noqa: F401
+from convscope.cli import adversarial  # noqa: F401
+from convscope.cli import invert  # noqa: F401
+from convscope.cli import dream  # noqa: F401
 from convscope.cli import reproduce  # noqa: F401
 from convscope.cli import demo  # noqa: F401
 

@@ -1,0 +1,1 @@
+"""`convscope adversarial` (to be written)."""

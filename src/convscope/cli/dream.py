@@ -1,0 +1,1 @@
+"""`convscope dream` (to be written)."""

@@ -1,0 +1,1 @@
+"""`convscope invert` (to be written)."""

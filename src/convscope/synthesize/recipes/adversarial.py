@@ -1,0 +1,1 @@
+"""The adversarial recipe (to be written)."""

@@ -1,0 +1,1 @@
+"""The invert recipe (to be written)."""
