@@ -1,0 +1,81 @@
+"""Golden regression cases: one fixed-seed run per preset and recipe at 64 px on smallnet (a
+small real trained network that ships with convscope), each compared with a reference image
+in `tests/synthesize/golden/`. A case passes at PSNR ≥ 35 dB, so float differences between
+CPUs pass and a changed algorithm fails.
+
+Regenerate the references (after a deliberate change of an algorithm, and look at them):
+
+    .venv/bin/python tests/synthesize/golden_cases.py
+
+Each case runs on one torch thread, as the test does.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from convscope.models import ConvModel, load_model
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+MIN_PSNR = 35.0
+SIZE = 64
+
+
+def _smallnet() -> ConvModel:
+    return load_model("smallnet")
+
+
+def _visualize(preset: str, steps: int) -> Callable[[], Tensor]:
+    def run() -> Tensor:
+        from convscope.synthesize.recipes.visualize import visualize
+
+        return visualize(_smallnet(), target="3", preset=preset, steps=steps, size=SIZE).images
+
+    return run
+
+
+CASES: dict[str, Callable[[], Tensor]] = {
+    "visualize-simonyan": _visualize("simonyan", 20),
+    "visualize-yosinski": _visualize("yosinski", 20),
+    "visualize-lucid": _visualize("lucid", 20),
+}
+"""Case name → a function returning the (B, 3, H, W) image(s) in [0, 1] of that run."""
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    mse = float((a.double() - b.double()).pow(2).mean())
+    return float("inf") if mse == 0 else 10.0 * float(torch.log10(torch.tensor(1.0 / mse)))
+
+
+def render(name: str) -> Tensor:
+    """The case's images side by side as one (3, H, W·B) image, quantized to 8 bits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        images = CASES[name]().detach().float().cpu().clamp(0, 1)  # (B, 3, H, W)
+    finally:
+        torch.set_num_threads(before)
+    row = torch.cat(list(images), dim=-1)
+    return (row * 255).round() / 255
+
+
+def reference_path(name: str) -> Path:
+    return GOLDEN / f"{name}.png"
+
+
+def main(names: list[str]) -> None:
+    from convscope.data.images import save_png
+
+    GOLDEN.mkdir(exist_ok=True)
+    for name in names or list(CASES):
+        save_png(render(name), reference_path(name))
+        print(f"wrote {reference_path(name)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
