@@ -22,7 +22,7 @@ from convscope.models.weights import load_state_dict_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-OUTPUT_OPTIONS = ("--out", "--raw", "--cutout", "--html", "--save-topk")
+OUTPUT_OPTIONS = ("--out", "--raw", "--cutout", "--html", "--save-topk", "--panel")
 """The names convscope gives options that name files (or, for `demo`, a folder) to write."""
 
 
@@ -86,6 +86,10 @@ COMMANDS: dict[str, tuple[Runner, dict[str, str]]] = {
         {"--out": "p.png"},
     ),
     "visualize": (lambda d, o: ["visualize", *VISUALIZE], {"--out": "v.png"}),
+    "adversarial": (
+        lambda d, o: ["adversarial", "coffee", "-m", "tiny", "--target", "cool", "--steps", "2"],
+        {"--out": "adv.png", "--panel": "adv-panel.png"},
+    ),
     "reproduce": (lambda d, o: ["reproduce", str(d / "v.png")], {"--out": "r.png"}),
     "demo": (lambda d, o: ["demo", "--sections", "layers"], {"--out": "gallery"}),
 }

@@ -104,15 +104,17 @@ def recipe_text(
     model: ConvModel,
     seed: int,
     extra: Mapping[str, Any] | None = None,
+    leave_out: Sequence[str] = (),
 ) -> dict[str, str]:
-    """The PNG text that records how an image was made."""
+    """The PNG text that records how an image was made. `leave_out` names more parameters
+    the recorded command drops (other outputs, which a reproduction must not overwrite)."""
     import torch
 
     from convscope import __version__
 
     payload = {
         "recipe": recipe,
-        "command": recorded_command(ctx),
+        "command": recorded_command(ctx, leave_out=(*NOT_RECORDED, *leave_out)),
         "model": model.name,
         "weights": str(model.source),
         "seed": seed,
