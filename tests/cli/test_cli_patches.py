@@ -54,6 +54,9 @@ def test_writes_figure_and_reports_skipped(
         (["--layer", "fc"], "spatial"),
         (["--layer", "conv9"], "Unknown layer"),
         (["--precision", "fp8"], "fp32 or bf16"),
+        (["--checkpoint-seconds", "0"], "more than 0"),
+        (["--checkpoint-seconds", "-1.5"], "more than 0"),
+        (["--checkpoint-seconds", "nan"], "finite"),
     ],
 )
 def test_bad_inputs(

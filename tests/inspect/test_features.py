@@ -20,6 +20,7 @@ from convscope.events import Progress
 from convscope.inspect import features as feat_mod
 from convscope.inspect.features import (
     FORMAT,
+    Pooling,
     extract_features,
     image_features,
     load_features,
@@ -68,6 +69,24 @@ def test_pooling(tiny: ConvModel, tmp_path: Path, pool: str, dim: int) -> None:
     want = {"avg": act.mean(dim=(1, 2)), "max": act.amax(dim=(1, 2)), "flatten": act.flatten()}
     torch.testing.assert_close(ff.features[2], want[pool])
     torch.testing.assert_close(image_features(tiny, ds[2].image, "conv1", pool=pool)[0], want[pool])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("pool", ["avg", "flatten"])
+def test_bf16_precision_is_close_to_fp32(tiny: ConvModel, tmp_path: Path, pool: Pooling) -> None:
+    """precision="bf16" runs bfloat16 autocast on every CPU (emulated where not native). It
+    keeps 8 significant bits (each rounding within 2^-8 ≈ 0.4 % relative); tiny's features
+    (at most ~2) are a few roundings deep: measured within 0.0084 abs, 0.8 % relative."""
+    ds = toy_dataset()
+    exact = extract_features(tiny, ds, "act", out=tmp_path / "a.safetensors", pool=pool)
+    out = tmp_path / "b.safetensors"
+    fast = extract_features(tiny, ds, "act", out=out, pool=pool, precision="bf16")
+    assert fast.features.dtype == torch.float32 and fast.provenance["precision"] == "bf16"
+    assert not torch.equal(fast.features, exact.features)  # bfloat16 really ran
+    torch.testing.assert_close(fast.features, exact.features, rtol=2e-2, atol=1e-2)
+    images = [ds[i].image for i in range(len(ds))]
+    one = image_features(tiny, images, "act", pool=pool, precision="bf16")
+    assert not torch.equal(one, exact.features)
+    torch.testing.assert_close(one, exact.features, rtol=2e-2, atol=1e-2)
 
 
 def _interrupt_after(batches: int) -> object:
@@ -253,3 +272,89 @@ def test_truncated_feature_file(tiny: ConvModel, tmp_path: Path) -> None:
     out.write_bytes(data[:-12])
     with pytest.raises(UserInputError, match="damaged"):
         load_features(out)
+
+
+class _Clock:
+    """A stand-in for the `time` module whose every reading is 10 s after the one before."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        self.now += 10.0
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("seconds", "committed"),
+    [(15.0, [0, 0, 8, 8, 16, 16, 24]), (1e9, [0, 0, 0, 0, 0, 0, 0])],
+)
+def test_checkpoint_by_time(
+    tiny: ConvModel,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    seconds: float,
+    committed: list[int],
+) -> None:
+    """Far below the ~16 MB chunk size, finished batches are still committed once
+    `checkpoint_seconds` have passed since the last commit (20 s per 2 batches here)."""
+    monkeypatch.setattr(feat_mod, "time", _Clock())
+    out = tmp_path / "f.safetensors"
+    seen: list[int] = []
+
+    def on_progress(_: Progress) -> None:
+        seen.append(json.loads((partial_path(out) / "state.json").read_text())["position"])
+
+    ff = extract_features(
+        tiny, toy_dataset(24), "act", out=out, batch_size=4, checkpoint_seconds=seconds,
+        on_progress=on_progress,
+    )  # fmt: skip
+    assert seen == committed  # what the state held at each event: the start, then 6 batches
+    assert len(ff) == 24
+
+
+def test_checkpoint_seconds_and_shard_checks(tiny: ConvModel, tmp_path: Path) -> None:
+    out = tmp_path / "f.safetensors"
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(UserInputError, match="checkpoint_seconds") as info:
+            extract_features(tiny, toy_dataset(4), "act", out=out, checkpoint_seconds=bad)
+        assert len(str(info.value).splitlines()) == 1
+    with pytest.raises(UserInputError, match="rank"):
+        extract_features(tiny, toy_dataset(4), "act", out=out, rank=2, world=2)
+    with pytest.raises(UserInputError, match="torchrun"):  # no process group here
+        extract_features(tiny, toy_dataset(4), "act", out=out, rank=1, world=2)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("world", [2, 3, 7])
+def test_rank_shares_merge_into_dataset_order(tmp_path: Path, world: int) -> None:
+    """Each rank's share (every `world`-th block of 4) in chunks that cut blocks anywhere;
+    with 7 ranks and 6 blocks one rank has nothing."""
+    from convscope.data.stream import ChunkLog
+
+    order = list(range(23))
+    feats = np.arange(23 * 3, dtype=np.float32).reshape(23, 3)
+    runs = []
+    for r in range(world):
+        share = feat_mod._shard(order, 4, r, world)
+        log = ChunkLog.open(tmp_path / f"r{r}", {}, resume=False, out=tmp_path / "o")
+        for lo in range(0, len(share), 5):
+            ids = np.asarray(share[lo : lo + 5], dtype=np.int64)
+            log.commit({"indices": ids, "features": feats[ids]}, position=lo + len(ids))
+        runs.append(feat_mod._FeatureRun(log))
+    assert sorted(i for r in range(world) for i in feat_mod._shard(order, 4, r, world)) == order
+    got_idx = np.concatenate(list(feat_mod._merged(runs, "indices", rows=3)))
+    got = np.concatenate(list(feat_mod._merged(runs, "features", rows=3)))
+    assert got_idx.tolist() == order
+    assert np.array_equal(got, feats)
+
+
+def test_refuses_to_start_beside_an_interrupted_torchrun_run(
+    tiny: ConvModel, tmp_path: Path
+) -> None:
+    out = tmp_path / "f.safetensors"
+    partial_path(out, rank=1, world=2).mkdir()  # what `torchrun ... features` left
+    for resume in (False, True):
+        with pytest.raises(UserInputError, match="torchrun"):
+            extract_features(tiny, toy_dataset(4), "act", out=out, resume=resume)
+    assert not partial_path(out).exists()

@@ -162,3 +162,40 @@ def test_bf16_mode_runs_and_is_close(data: Images) -> None:
     exact = scan_top_activations(model, data, "relu1", k=3)
     fast = scan_top_activations(model, data, "relu1", k=3, precision="bf16")
     assert torch.allclose(fast.values, exact.values, rtol=2e-2, atol=1e-2)
+
+
+class _Clock:
+    """A stand-in for the `time` module whose every reading is 10 s after the one before."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        self.now += 10.0
+        return self.now
+
+
+def test_checkpoint_by_time(data: Images, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Besides every `checkpoint_every` batches, the state is saved once `checkpoint_seconds`
+    have passed since the last save (20 s per 2 batches here), and at the end."""
+    from convscope.inspect import scan as scan_mod
+
+    real = scan_mod._save_state
+    saved: list[int] = []
+
+    def record(path: Path, top: TopK, position: int, config: scan_mod.ScanConfig) -> None:
+        saved.append(position)
+        real(path, top, position, config)
+
+    monkeypatch.setattr(scan_mod, "time", _Clock())
+    monkeypatch.setattr(scan_mod, "_save_state", record)
+    state = tmp_path / "scan.safetensors"
+    got = scan_top_activations(
+        tiny_model(), data, "relu1", k=3, batch_size=2, state=state, checkpoint_every=1000,
+        checkpoint_seconds=15.0,
+    )  # fmt: skip
+    assert saved == [4, 8, 12, 16, 20, 23, 23]
+    assert_same(got, scan_top_activations(tiny_model(), data, "relu1", k=3, batch_size=2))
+    for bad in (0.0, -2.0, float("inf"), float("nan")):
+        with pytest.raises(UserInputError, match="checkpoint_seconds"):
+            scan_top_activations(tiny_model(), data, "relu1", k=3, checkpoint_seconds=bad)

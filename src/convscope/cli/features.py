@@ -9,6 +9,7 @@ import signal
 from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -45,8 +46,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CheckpointSecondsOpt",
     "check_checkpoint_seconds",
+    "ctrl_c_after_imports",
     "ctrl_c_exits_130",
-    "ctrl_c_held",
     "embed_cmd",
     "features_cmd",
     "neighbors_cmd",
@@ -119,27 +120,36 @@ def ctrl_c_exits_130() -> Iterator[None]:
         raise
 
 
-@contextlib.contextmanager
-def ctrl_c_held() -> Iterator[None]:
-    """Hold Ctrl-C while the block imports the library and opens the data and model, and
-    raise it (KeyboardInterrupt) when the block ends; a second Ctrl-C raises at once.
+def _importing(frame: FrameType | None) -> bool:
+    """Whether `frame` (or a caller of it) is inside an import."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
-    Imports are where a KeyboardInterrupt is not safe: landing in torch's C++ start-up it
+
+@contextlib.contextmanager
+def ctrl_c_after_imports() -> Iterator[None]:
+    """Ctrl-C as usual inside the block, except in the middle of an import: there it waits,
+    and the KeyboardInterrupt comes when the block ends (a second Ctrl-C raises at once).
+
+    An import is where a KeyboardInterrupt is not safe: landing in torch's C++ start-up it
     aborts the process ("terminate called after throwing ... error_already_set"), Python turns
     one inside a class body's `__set_name__` into a RuntimeError, and some import-time code
-    swallows it. Only the main thread can change a signal handler; elsewhere nothing is held.
-    """
+    swallows it. Only the main thread can handle signals; elsewhere nothing changes."""
     caught: list[int] = []
 
-    def hold(signum: int, frame: Any) -> None:
-        if caught:
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        if caught or not _importing(frame):
+            caught.clear()
             raise KeyboardInterrupt
         caught.append(signum)
 
     installed = False
     previous: Any = None
     with contextlib.suppress(ValueError):  # not the main thread
-        previous = signal.signal(signal.SIGINT, hold)
+        previous = signal.signal(signal.SIGINT, on_sigint)
         installed = True
     try:
         yield
@@ -221,12 +231,13 @@ def features_cmd(
         _check_output(out_path, (".safetensors",), "The output file")
         rank = 0
         try:
-            with ctrl_c_held():
+            with ctrl_c_after_imports():
                 from convscope.data.datasets import load_dataset
                 from convscope.inspect.features import extract_features, partial_path
                 from convscope.inspect.scan import distributed_context
 
                 rank, world = distributed_context()
+            with ctrl_c_after_imports():  # lazy imports: sklearn for digits, torchvision, ...
                 ds = load_dataset(dataset, split=split, max_pixels=max_pixels)
                 cm = open_model(model, weights, device, seed=0)
                 name = layer or _default_layer(cm)

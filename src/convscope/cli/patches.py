@@ -13,8 +13,8 @@ from convscope.cli.common import check_outputs, console, library_default, open_m
 from convscope.cli.features import (
     CheckpointSecondsOpt,
     check_checkpoint_seconds,
+    ctrl_c_after_imports,
     ctrl_c_exits_130,
-    ctrl_c_held,
     resume_notice,
 )
 from convscope.cli.options import (
@@ -102,7 +102,7 @@ def top_patches_cmd(
             raise UserInputError(f"--precision must be fp32 or bf16, got {precision!r}.")
         check_checkpoint_seconds(checkpoint_seconds)
         check_outputs(out, save_topk)  # every output, before any work
-        with ctrl_c_held():
+        with ctrl_c_after_imports():
             from convscope.data.datasets import good_items, load_dataset
             from convscope.data.files import atomic_paths
             from convscope.data.images import save_png
@@ -113,6 +113,7 @@ def top_patches_cmd(
             from convscope.probe import capture
 
             rank, world = distributed_context()
+        with ctrl_c_after_imports():  # lazy imports: sklearn for digits, torchvision, ...
             data = load_dataset(dataset, max_pixels=max_pixels)
             cm = open_model(model, weights, device, seed)
             name = layer or cm.default_layer

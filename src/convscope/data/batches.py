@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -33,10 +33,12 @@ def iter_batches(
     indices: Sequence[int] | None = None,
     prefetch: int = 2,
     fixed_blocks: bool = False,
-) -> Iterator[Batch]:
+) -> Generator[Batch, None, None]:
     """Yield batches of `transform(image)` (each (3, h, w), equal sizes) in dataset order.
 
-    Decoding runs in a background thread, `prefetch` batches ahead. Unreadable items are
+    Decoding runs in a background thread, `prefetch` batches ahead; closing the generator
+    (or leaving a `for` loop over it by an exception, Ctrl-C included, once it is closed or
+    collected) stops that thread and waits for it. Unreadable items are
     reported in `Batch.skipped` (a final batch may carry only skipped items and no images).
     By default a batch is filled with readable images; with `fixed_blocks`, each batch is one
     block of `batch_size` consecutive entries of `indices` (smaller where some are unreadable),
@@ -47,6 +49,16 @@ def iter_batches(
     order = list(range(len(dataset))) if indices is None else list(indices)
     out: queue.Queue[Batch | BaseException | None] = queue.Queue(maxsize=max(1, prefetch))
     stop = threading.Event()
+
+    def put(got: Batch | BaseException | None) -> bool:
+        """Hand `got` to the consumer; False once it has stopped listening."""
+        while not stop.is_set():
+            try:
+                out.put(got, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
         try:
@@ -62,7 +74,8 @@ def iter_batches(
                     skipped.append(item)
                     if fixed_blocks and pos % batch_size == 0:
                         images = torch.stack(imgs) if imgs else torch.empty(0)
-                        out.put(Batch(idx, images, skipped, pos))
+                        if not put(Batch(idx, images, skipped, pos)):
+                            return
                         idx, imgs, skipped = [], [], []
                     continue
                 assert isinstance(item, Item)
@@ -70,14 +83,16 @@ def iter_batches(
                 idx.append(order[pos - 1])
                 full = pos % batch_size == 0 if fixed_blocks else len(imgs) == batch_size
                 if full:
-                    out.put(Batch(idx, torch.stack(imgs), skipped, pos))
+                    if not put(Batch(idx, torch.stack(imgs), skipped, pos)):
+                        return
                     idx, imgs, skipped = [], [], []
             if imgs or skipped:
                 images = torch.stack(imgs) if imgs else torch.empty(0)
-                out.put(Batch(idx, images, skipped, pos))
-            out.put(None)
+                if not put(Batch(idx, images, skipped, pos)):
+                    return
+            put(None)
         except BaseException as exc:  # handed to the consumer, re-raised there
-            out.put(exc)
+            put(exc)
 
     worker = threading.Thread(target=produce, daemon=True, name="convscope-batches")
     worker.start()

@@ -6,16 +6,23 @@
     ff.provenance          # model, weights, layer, pooling, precision, dataset, idents, ...
 
 Extraction never holds all features in memory: finished batches go to chunk files in a
-`<out>.partial/` folder (with a small JSON state), and the final file is streamed from them and
-written atomically. An interrupted run (Ctrl-C between batches) leaves a valid partial state;
+`<out>.partial/` folder (with a small JSON state), committed every ~16 MB of features and at
+least every `checkpoint_seconds`, and the final file is streamed from them and written
+atomically. An interrupted run (Ctrl-C, or even kill -9) leaves a valid partial state;
 `resume=True` continues it, and the result is bit-identical to an uninterrupted run.
+
+Under torchrun (`rank`/`world`), each rank computes its share of whole batches into its own
+`<out>.partial.rankK/` folder and rank 0 merges them into the same file, byte for byte, that
+a single process writes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,10 +341,11 @@ def _label_lookup(dataset: ImageDataset) -> Callable[[int], int]:
     return lambda i: -1 if (v := dataset[i].label) is None else int(v)
 
 
-def partial_path(out: str | Path) -> Path:
-    """The folder where an unfinished extraction into `out` keeps its chunks and state."""
+def partial_path(out: str | Path, *, rank: int = 0, world: int = 1) -> Path:
+    """The folder where an unfinished extraction into `out` keeps its chunks and state; under
+    torchrun (`world` > 1) each rank has its own, `<out>.partial.rankK`."""
     p = Path(out)
-    return p.with_name(p.name + ".partial")
+    return p.with_name(p.name + ".partial" + (f".rank{rank}" if world > 1 else ""))
 
 
 @dataclass
@@ -462,6 +470,99 @@ def _first_side(model: ConvModel, dataset: ImageDataset, order: Sequence[int]) -
     return 224
 
 
+def _check_seconds(checkpoint_seconds: float) -> None:
+    if not (isinstance(checkpoint_seconds, (int, float)) and math.isfinite(checkpoint_seconds)):
+        raise UserInputError(
+            f"checkpoint_seconds must be a finite number of seconds, got {checkpoint_seconds!r}."
+        )
+    if checkpoint_seconds <= 0:
+        raise UserInputError(f"checkpoint_seconds must be more than 0, got {checkpoint_seconds}.")
+
+
+def _check_shard(rank: int, world: int) -> None:
+    if world < 1 or not 0 <= rank < world:
+        raise UserInputError(
+            f"rank must be 0..world-1 with world at least 1, got rank {rank} of {world}."
+        )
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    ready = dist.is_available() and dist.is_initialized()
+    if not ready or dist.get_world_size() != world or dist.get_rank() != rank:
+        raise UserInputError(
+            f"rank {rank} of {world} needs torch.distributed initialized with {world} processes "
+            "(run under torchrun, where `distributed_context()` joins the group)."
+        )
+
+
+def _all_gather(world: int, obj: Any) -> list[Any]:
+    """Every rank's `obj` (small and picklable), in rank order."""
+    import torch.distributed as dist
+
+    got: list[Any] = [None] * world
+    dist.all_gather_object(got, obj)
+    return got
+
+
+def _broadcast(obj: Any) -> Any:
+    """Rank 0's `obj`, on every rank."""
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _agree(world: int, error: str | None) -> None:
+    """Under torchrun, raise on every rank the first error any rank met (so that no rank waits
+    for one that gave up, and all report the same sentence). Nothing happens for one process."""
+    if world == 1:
+        return
+    first = next((e for e in _all_gather(world, error) if e is not None), None)
+    if first is not None:
+        raise UserInputError(first)
+
+
+def _shard(order: Sequence[int], batch_size: int, rank: int, world: int) -> list[int]:
+    """The images of `rank`: every `world`-th block of `batch_size` consecutive ones, so each
+    image is computed in the same batch as in a single-process run."""
+    blocks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return [i for block in blocks[rank::world] for i in block]
+
+
+def _check_layout(out: Path, world: int) -> None:
+    """Refuse to start over beside an interrupted run of the other kind (one process, or
+    torchrun), whose partial folders this run would never continue or remove."""
+    if world > 1:
+        single = partial_path(out)
+        if single.exists():
+            raise UserInputError(
+                f"{single} holds an interrupted single-process run into {out}; continue it "
+                "without torchrun (with --resume), or delete that folder to start over."
+            )
+        return
+    head = f"{out.name}.partial.rank"
+    with contextlib.suppress(OSError):
+        ranks = sorted(p for p in out.parent.iterdir() if p.name.startswith(head))
+        if ranks:
+            raise UserInputError(
+                f"{ranks[0]} holds an interrupted torchrun run into {out}; continue it with the "
+                "same torchrun command and --resume, or delete those folders to start over."
+            )
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Remove temporary files that an atomic write of `target` killed mid-way (kill -9) left
+    beside it: `.NAME.XXXX.tmpSUFFIX`, see `convscope.data.files.atomic_path`."""
+    head, tail = f".{target.name}.", f".tmp{target.suffix}"
+    with contextlib.suppress(OSError):
+        for p in target.parent.iterdir():
+            if p.name.startswith(head) and p.name.endswith(tail) and p.is_file():
+                with contextlib.suppress(OSError):
+                    p.unlink()
+
+
 def extract_features(
     model: ConvModel,
     dataset: ImageDataset | str | Path,
@@ -474,6 +575,9 @@ def extract_features(
     channels_last: bool | None = None,
     limit: int | None = None,
     resume: bool = False,
+    checkpoint_seconds: float = 30.0,
+    rank: int = 0,
+    world: int = 1,
     on_progress: ProgressCallback = no_progress,
 ) -> FeatureFile:
     """Stream pooled features of `layer` for every image of `dataset` into `out`.
@@ -484,11 +588,22 @@ def extract_features(
         out: the .safetensors file to write (atomically; replaced if it exists).
         pool: "avg" or "max" over space, or "flatten" (C·H·W values per image).
         batch_size: images per forward; None picks one from the input size (4 at 224 px).
+            Batches are fixed blocks of consecutive images (smaller where some are unreadable).
         precision: "fp32", or "bf16" autocast (faster on CPUs with bf16 support; inexact).
         channels_last: feed channels-last input; None = for inputs of 64 px and more.
         limit: only the first `limit` images of the dataset.
         resume: continue an interrupted run into the same `out` (same settings required).
-        on_progress: receives a `Progress` per batch (task "features", unit "images").
+        checkpoint_seconds: commit the finished batches to the partial folder at least this
+            often (besides every ~16 MB of features), so a killed run loses at most about
+            this much work.
+        rank, world: this process's share under torchrun (`distributed_context()` gives
+            them): each rank computes every `world`-th block of `batch_size` images, starting
+            at block `rank`, into its own `partial_path(out, rank=rank, world=world)` folder
+            (resumable on its own), and rank 0 merges the folders into one file, byte for byte
+            the single-process one. Needs torch.distributed initialized and a filesystem that
+            every rank shares; every rank returns the file.
+        on_progress: receives a `Progress` per batch (task "features", unit "images"; under
+            torchrun, counting this rank's share).
 
     Returns the written file, opened with `load_features` (memory-mapped). Unreadable images
     are skipped and counted (`FeatureFile.skipped`); an empty dataset raises.
@@ -498,6 +613,8 @@ def extract_features(
         raise UserInputError(f"batch size must be at least 1, got {batch_size}.")
     if limit is not None and limit < 1:
         raise UserInputError(f"limit must be at least 1, got {limit}.")
+    _check_seconds(checkpoint_seconds)
+    _check_shard(rank, world)
     given = dataset if isinstance(dataset, (str, Path)) else None
     ds = load_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
     n_all = len(ds)
@@ -526,8 +643,23 @@ def extract_features(
     side = _first_side(model, ds, order)
     bs = batch_size or auto_batch_size(side)
     cl = side >= 64 if channels_last is None else channels_last
-    folder = partial_path(out)
-    run = _FeatureRun.open(folder, config, resume=resume, out=out)
+    shard = _shard(order, bs, rank, world)
+    if world > 1:  # which images a rank's folder holds depends on these, too
+        config.update(rank=rank, world=world, batch_size=bs)
+    _check_layout(out, world)
+    folder = partial_path(out, rank=rank, world=world)
+    fresh = not folder.exists()
+    try:
+        run = _FeatureRun.open(folder, config, resume=resume, out=out)
+    except UserInputError as exc:
+        _agree(world, str(exc))
+        raise
+    try:
+        _agree(world, None)
+    except UserInputError:  # another rank cannot start: leave no new folder behind
+        if fresh:
+            run.remove()
+        raise
 
     label_of = _label_lookup(ds)
     shape: list[tuple[int, ...]] = []
@@ -537,22 +669,22 @@ def extract_features(
         if not shape:
             shape.append(tuple(x.shape))
         elif tuple(x.shape) != shape[0]:
-            raise UserInputError(
-                f"images of different sizes {shape[0][1:]} and {tuple(x.shape[1:])} cannot be "
-                f"batched; {model.name}'s preprocessing has no crop, so use images of one size."
-            )
+            raise UserInputError(_size_error(model, shape[0], tuple(x.shape)))
         return x
 
     start = run.position
-    total = len(order)
+    total = len(shard)
     pending: list[_Pending] = []
     pending_rows = 0
     chunk_rows = 4096
     skipped_so_far = len(run.skipped)
     device = model.device
+    failed: str | None = None
     on_progress(Progress("features", start, total, "images", _skip_note(skipped_so_far)))
+    batches = iter_batches(ds, transform, bs, indices=shard[start:], fixed_blocks=True)
+    last_commit = time.monotonic()
     try:
-        for batch in iter_batches(ds, transform, bs, indices=order[start:]):
+        for batch in batches:
             feats = np.empty((0, 0), dtype=np.float32)
             if batch.indices:
                 x = model.preprocess.normalize(batch.images).to(device)  # (B, 3, h, w)
@@ -561,10 +693,7 @@ def extract_features(
                 )  # (B, D)
                 feats = f.numpy().astype(np.float32, copy=False)
                 if run.dim is not None and feats.shape[1] != run.dim:
-                    raise UserInputError(
-                        f"layer {layer} gave {feats.shape[1]} features for one batch and "
-                        f"{run.dim} for another; use a crop or pool='avg'."
-                    )
+                    raise UserInputError(_dim_error(layer, int(feats.shape[1]), run.dim))
                 chunk_rows = max(256, _CHUNK_FLOATS // max(1, feats.shape[1]))
             labels = [label_of(i) for i in batch.indices]
             pending.append(
@@ -572,51 +701,190 @@ def extract_features(
             )
             pending_rows += len(batch.indices)
             skipped_so_far += len(batch.skipped)
-            if pending_rows >= chunk_rows:
+            if pending_rows >= chunk_rows or time.monotonic() - last_commit >= checkpoint_seconds:
                 run.flush(pending)
                 pending, pending_rows = [], 0
+                last_commit = time.monotonic()
             on_progress(
                 Progress(
                     "features", start + batch.position, total, "images", _skip_note(skipped_so_far)
                 )
             )
         run.flush(pending)
+    except UserInputError as exc:
+        with contextlib.suppress(Exception):
+            run.flush(pending)
+        if world == 1:
+            raise
+        failed = str(exc)
     except BaseException:
         # Keep every finished batch, so that `resume` continues after the last one.
         with contextlib.suppress(Exception):
             run.flush(pending)
         raise
-    if run.rows == 0:
+    finally:
+        batches.close()
+    _agree(world, failed)
+    if world == 1:
+        if run.rows == 0:
+            run.remove()
+            raise UserInputError(
+                _unreadable_error(total, ds, [run.skipped[0][2]] if run.skipped else [])
+            )
+        _finish([run], out, model, ds)
         run.remove()
-        raise UserInputError(
-            f"None of the {total} images of {ds.name} could be read "
-            f"(first problem: {run.skipped[0][2] if run.skipped else 'unknown'})."
-        )
-    _finish(run, out, model, ds)
+        _remove_stale_temps(out)
+        return load_features(out)
+    return _finish_ranks(run, out, model, ds, layer, len(order), shape, rank, world)
+
+
+def _size_error(model: ConvModel, a: tuple[int, ...], b: tuple[int, ...]) -> str:
+    return (
+        f"images of different sizes {a[1:]} and {b[1:]} cannot be batched; {model.name}'s "
+        "preprocessing has no crop, so use images of one size."
+    )
+
+
+def _dim_error(layer: str, a: int, b: int) -> str:
+    return (
+        f"layer {layer} gave {a} features for one batch and {b} for another; use a crop or "
+        "pool='avg'."
+    )
+
+
+def _unreadable_error(total: int, ds: ImageDataset, problems: Sequence[str]) -> str:
+    return (
+        f"None of the {total} images of {ds.name} could be read "
+        f"(first problem: {problems[0] if problems else 'unknown'})."
+    )
+
+
+def _finish_ranks(
+    run: _FeatureRun,
+    out: Path,
+    model: ConvModel,
+    ds: ImageDataset,
+    layer: str,
+    total: int,
+    shape: Sequence[tuple[int, ...]],
+    rank: int,
+    world: int,
+) -> FeatureFile:
+    """Under torchrun, once every rank has committed its share: rank 0 merges the ranks'
+    folders into `out` while the others wait; then each rank removes its own folder."""
+    mine = {
+        "rows": run.rows,
+        "dim": run.dim,
+        "shape": list(shape[0]) if shape else None,
+        "problem": run.skipped[0][2] if run.skipped else None,
+    }
+    infos = _all_gather(world, mine)
+    # Every rank reaches the same verdict from the same facts, so all raise alike.
+    dims = sorted({int(i["dim"]) for i in infos if i["rows"]})
+    shapes = sorted({tuple(i["shape"]) for i in infos if i["shape"] is not None})
+    if sum(int(i["rows"]) for i in infos) == 0:
+        run.remove()
+        problems = [str(i["problem"]) for i in infos if i["problem"] is not None]
+        raise UserInputError(_unreadable_error(total, ds, problems))
+    if len(shapes) > 1:
+        raise UserInputError(_size_error(model, shapes[0], shapes[1]))
+    if len(dims) > 1:
+        raise UserInputError(_dim_error(layer, dims[0], dims[1]))
+    failure: BaseException | None = None
+    message: str | None = None
+    if rank == 0:
+        try:
+            runs = [run]
+            for r in range(1, world):
+                runs.append(_rank_run(run, out, r, world, int(infos[r]["rows"])))
+            _finish(runs, out, model, ds)
+            _remove_stale_temps(out)
+        except BaseException as exc:
+            failure = exc
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            message = f"rank 0 could not write {out}: {text.rstrip('.')}."
+    message = _broadcast(message)
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise UserInputError(message)
     run.remove()
     return load_features(out)
+
+
+def _rank_run(run: _FeatureRun, out: Path, r: int, world: int, rows: int) -> _FeatureRun:
+    """Rank `r`'s finished folder, as rank 0 sees it."""
+    folder = partial_path(out, rank=r, world=world)
+    if not (folder / ChunkLog.STATE).is_file():
+        raise UserInputError(
+            f"rank 0 cannot see {folder}, written by rank {r}; under torchrun every rank "
+            "must write to the same filesystem."
+        )
+    other = _FeatureRun.open(folder, {**run.config, "rank": r}, resume=True, out=out)
+    if other.rows != rows:
+        raise UserInputError(
+            f"{folder} holds {other.rows} rows, but rank {r} finished with {rows}; is another "
+            f"run writing {out}?"
+        )
+    return other
 
 
 def _skip_note(skipped: int) -> str:
     return f"{skipped} skipped" if skipped else ""
 
 
-def _finish(
-    run: _FeatureRun,
-    out: Path,
-    model: ConvModel,
-    ds: ImageDataset,
-) -> None:
-    """Stream the chunks of `run` into the final file."""
+def _merged(runs: Sequence[_FeatureRun], key: str, rows: int = 4096) -> Iterator[NDArray[Any]]:
+    """The `key` rows of every run's chunks in ascending dataset index, a few thousand rows at
+    a time. Each run's rows ascend already and the runs' rows are disjoint (rank shares of
+    one order), so this is a k-way merge that holds one chunk per run."""
+    if len(runs) == 1:
+        yield from runs[0].iter_chunks(key)
+        return
+    sources = [zip(r.iter_chunks("indices"), r.iter_chunks(key), strict=True) for r in runs]
+    heads: list[tuple[NDArray[Any], NDArray[Any]] | None] = [next(s, None) for s in sources]
+    at = [0] * len(runs)
+    pieces: list[NDArray[Any]] = []
+    held = 0
+    while True:
+        nxt: dict[int, int] = {}  # run → its next dataset index
+        for j, source in enumerate(sources):
+            head = heads[j]
+            while head is not None and at[j] >= len(head[0]):
+                head, at[j] = next(source, None), 0
+            heads[j] = head
+            if head is not None:
+                nxt[j] = int(head[0][at[j]])
+        if not nxt:
+            break
+        j = min(nxt, key=nxt.__getitem__)
+        head = heads[j]
+        assert head is not None
+        idx, data = head
+        others = [v for o, v in nxt.items() if o != j]
+        end = len(idx) if not others else int(np.searchsorted(idx, min(others)))
+        pieces.append(data[at[j] : end])
+        held += end - at[j]
+        at[j] = end
+        if held >= rows:
+            yield np.concatenate(pieces)
+            pieces, held = [], 0
+    if pieces:
+        yield np.concatenate(pieces)
+
+
+def _finish(runs: Sequence[_FeatureRun], out: Path, model: ConvModel, ds: ImageDataset) -> None:
+    """Stream the chunks of `runs` (one, or one per rank) into the final file."""
     from convscope import __version__
 
-    n, d = run.rows, int(run.dim or 0)
-    indices = np.concatenate(list(run.iter_chunks("indices")))  # (N,)
-    labels = np.concatenate(list(run.iter_chunks("labels")))  # (N,)
+    n = sum(r.rows for r in runs)
+    d = int(next(r.dim for r in runs if r.rows and r.dim is not None))
+    indices = np.concatenate(list(_merged(runs, "indices")))  # (N,)
+    labels = np.concatenate(list(_merged(runs, "labels")))  # (N,)
+    skipped = sorted((s for r in runs for s in r.skipped), key=lambda s: int(s[0]))
     idents = [ds.ident(int(i)) for i in indices]
     if type(ds).__name__ == "ImageFolder":  # absolute, so the file works from anywhere
         idents = [os.path.abspath(i) for i in idents]
-    cfg = run.config
+    cfg = runs[0].config
     classes = ds.classes
     metadata = {
         "format": FORMAT,
@@ -633,8 +901,8 @@ def _finish(
         "dataset_size": str(cfg["dataset_size"]),
         "classes": json.dumps(classes),
         "idents": json.dumps(idents, ensure_ascii=False),
-        "skipped": str(len(run.skipped)),
-        "skipped_idents": json.dumps([s[1] for s in run.skipped], ensure_ascii=False),
+        "skipped": str(len(skipped)),
+        "skipped_idents": json.dumps([s[1] for s in skipped], ensure_ascii=False),
         "count": str(n),
         "dim": str(d),
     }
@@ -644,7 +912,7 @@ def _finish(
             StreamedTensor("indices", np.dtype(np.int64), (n,), lambda: [indices]),
             StreamedTensor("labels", np.dtype(np.int64), (n,), lambda: [labels]),
             StreamedTensor(
-                "features", np.dtype(np.float32), (n, d), lambda: run.iter_chunks("features")
+                "features", np.dtype(np.float32), (n, d), lambda: _merged(runs, "features")
             ),
         ],
         metadata,

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,14 +161,15 @@ def _load_state(path: Path, config: ScanConfig) -> tuple[TopK, int]:
 
 def distributed_context() -> tuple[int, int]:
     """(rank, world size). Under `torchrun` (WORLD_SIZE > 1) this joins the process group:
-    gloo on CPU, nccl when CUDA is available."""
+    gloo for CPU tensors (and the small objects ranks exchange), plus nccl for CUDA tensors
+    when CUDA is available."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size()
 
@@ -205,6 +208,7 @@ def scan_top_activations(
     state: Path | None = None,
     resume: bool = False,
     checkpoint_every: int = 25,
+    checkpoint_seconds: float = 30.0,
     rank: int = 0,
     world: int = 1,
     on_progress: ProgressCallback = no_progress,
@@ -213,7 +217,8 @@ def scan_top_activations(
 
     Batches are fixed blocks of `batch_size` consecutive images (smaller where some are
     unreadable).
-    `state`: a file to checkpoint into every `checkpoint_every` batches and on interruption;
+    `state`: a file to checkpoint into every `checkpoint_every` batches, at least every
+    `checkpoint_seconds`, and on Ctrl-C (so even kill -9 loses at most about that much work);
     with `resume=True` the scan continues from it. `rank`/`world`: this process's shard (every
     `world`-th image from `rank`); when `world > 1` the tables are all-gathered and merged, so
     every rank returns the full result.
@@ -227,6 +232,14 @@ def scan_top_activations(
         raise UserInputError(f"dataset {dataset.name} has no images.")
     if k > len(order):
         raise UserInputError(f"k = {k} is larger than the dataset ({len(order)} images).")
+    if checkpoint_every < 1:
+        raise UserInputError(f"checkpoint_every must be at least 1, got {checkpoint_every}.")
+    if not (isinstance(checkpoint_seconds, (int, float)) and math.isfinite(checkpoint_seconds)):
+        raise UserInputError(
+            f"checkpoint_seconds must be a finite number of seconds, got {checkpoint_seconds!r}."
+        )
+    if checkpoint_seconds <= 0:
+        raise UserInputError(f"checkpoint_seconds must be more than 0, got {checkpoint_seconds}.")
     dotted = model.resolve(layer)
     # Shard by whole batches, so every image is computed in the same batch as in a
     # single-process scan and the merged result is bit-identical.
@@ -245,6 +258,7 @@ def scan_top_activations(
     done = position
     on_progress(Progress("top-patches", done, len(shard)))
     batches: Iterator[Batch] = iter(())
+    last_save = time.monotonic()
     try:
         with torch.inference_mode(), probe, _autocast(device, precision):
             batches = iter_batches(
@@ -267,13 +281,22 @@ def scan_top_activations(
                             "need a spatial (B, C, H, W) layer."
                         )
                     cand = _batch_candidates(act, batch.indices)
-                    top = merge_topk([cand] if top is None else [top, cand], k)
-                    if top.k < k:
-                        top = merge_topk([top, TopK.empty(top.values.shape[0], k)], k)
-                done = position + batch.position  # only now is this batch in `top`
+                    new = merge_topk([cand] if top is None else [top, cand], k)
+                    if new.k < k:
+                        new = merge_topk([new, TopK.empty(new.values.shape[0], k)], k)
+                    # One assignment of two names (Python checks for Ctrl-C at calls and
+                    # loops, not between stores), so a state saved on interruption never
+                    # counts this batch without holding it, or holds it without counting it.
+                    after = position + batch.position
+                    top, done = new, after
+                else:
+                    done = position + batch.position
                 on_progress(Progress("top-patches", done, len(shard)))
-                if state is not None and top is not None and n_batch % checkpoint_every == 0:
+                due = n_batch % checkpoint_every == 0
+                due = due or time.monotonic() - last_save >= checkpoint_seconds
+                if state is not None and top is not None and due:
                     _save_state(state, top, done, config)
+                    last_save = time.monotonic()
     except KeyboardInterrupt:
         if state is not None and top is not None:
             _save_state(state, top, done, config)
