@@ -21,11 +21,17 @@ __getattr__, __dir__ = lazy_exports(
 
 def run() -> None:
     """`convscope ...` and `python -m convscope ...`."""
-    try:
-        from convscope.cli.root import main
+    from convscope.cli import signals
 
+    signals.install()
+    try:
+        with signals.hold():
+            from convscope.cli.root import main
         code = main()
     except KeyboardInterrupt:  # before `main` could catch it: during the imports
         sys.stderr.write("Interrupted.\n")
         code = 130
+    signals.ignore()  # done: a Ctrl-C while the interpreter shuts down changes nothing
+    if code == 130:
+        signals.exit_cleanly()
     sys.exit(code)

@@ -25,6 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from convscope.cli import signals
 from convscope.data.files import check_writable
 from convscope.errors import UserInputError
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LIBRARY_DEFAULTS",
     "ProgressBars",
+    "check_checkpoint_seconds",
     "check_outputs",
     "console",
     "library_constant",
@@ -43,6 +45,7 @@ __all__ = [
     "open_model",
     "out",
     "progress_bar",
+    "resume_notice",
     "write_json",
 ]
 
@@ -196,6 +199,7 @@ class ProgressBars:
         self.tasks: dict[str, TaskID] = {}
 
     def __call__(self, event: ProgressEvent) -> None:
+        signals.release()  # the library is between two units of work: Ctrl-C is safe here
         info = event.message
         if event.metrics:
             info = " ".join([info, *(f"{k}={v:.4g}" for k, v in event.metrics.items())]).strip()
@@ -224,3 +228,25 @@ def progress_bar(quiet: bool = False) -> Iterator[ProgressCallback]:
     """A callback that renders the library's `Progress` events as bars with ETA (on stderr)."""
     with ProgressBars(quiet) as bars:
         yield bars
+
+
+def check_checkpoint_seconds(seconds: float) -> None:
+    """--checkpoint-seconds must be more than 0 (inf and nan are refused for every float)."""
+    if not seconds > 0:
+        raise UserInputError(f"--checkpoint-seconds must be more than 0, got {seconds}.")
+
+
+def resume_notice(bar: ProgressCallback, *, show: bool, share: bool = False) -> ProgressCallback:
+    """`bar`, which also prints (when `show`) one line saying where a resumed run starts: the
+    library's first event of a run already counts the work done before."""
+    first = [True]
+
+    def on_progress(event: ProgressEvent) -> None:
+        if first[0]:
+            first[0] = False
+            if show and event.done > 0:
+                whose = " of this rank's share" if share else ""
+                console.print(f"Resuming at image {event.done} of {event.total}{whose}.")
+        bar(event)
+
+    return on_progress

@@ -3,28 +3,27 @@ neighbours and 2-D maps."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from convscope.cli.application import app
 from convscope.cli.common import (
+    check_checkpoint_seconds,
     check_outputs,
-    console,
     library_default,
     open_model,
     out,
     progress_bar,
+    resume_notice,
 )
 from convscope.cli.options import (
     MAX_PIXELS_DEFAULT,
+    CheckpointSecondsOpt,
     DatasetArg,
     DeviceOpt,
     LimitOpt,
@@ -39,19 +38,14 @@ from convscope.errors import Interrupted, UserInputError
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from convscope.events import Progress, ProgressCallback
+    from convscope.events import ProgressCallback
     from convscope.inspect.features import FeatureFile
     from convscope.models import ConvModel
 
 __all__ = [
-    "CheckpointSecondsOpt",
-    "check_checkpoint_seconds",
-    "ctrl_c_after_imports",
-    "ctrl_c_exits_130",
     "embed_cmd",
     "features_cmd",
     "neighbors_cmd",
-    "resume_notice",
 ]
 
 _EXTRACT = "convscope.inspect.features:extract_features"
@@ -88,94 +82,6 @@ def _default_layer(cm: ConvModel) -> str:
     if cm.default_layer is not None:
         return cm.default_layer
     raise UserInputError(f"model {cm.name} has no default layer; give one with --layer.")
-
-
-CheckpointSecondsOpt = Annotated[
-    float,
-    typer.Option(
-        "--checkpoint-seconds",
-        help="Save the finished work at least this often, so a killed run loses at most that.",
-    ),
-]
-
-
-def check_checkpoint_seconds(seconds: float) -> None:
-    """--checkpoint-seconds must be more than 0 (inf and nan are refused for every float)."""
-    if not seconds > 0:
-        raise UserInputError(f"--checkpoint-seconds must be more than 0, got {seconds}.")
-
-
-@contextlib.contextmanager
-def ctrl_c_exits_130() -> Iterator[None]:
-    """Around a command body: let Ctrl-C through unchanged, but first undo a CPython quirk.
-
-    A KeyboardInterrupt raised inside `exec`/`eval` of a string (dataclasses, namedtuple and
-    typing do that while torch and friends import) sets a flag that makes the interpreter,
-    even after the exception was handled, kill itself with SIGINT when it exits (status -2
-    rather than 130). Executing any string resets that flag (CPython's run_eval_code_obj)."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        exec("")
-        raise
-
-
-def _importing(frame: FrameType | None) -> bool:
-    """Whether `frame` (or a caller of it) is inside an import."""
-    while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
-            return True
-        frame = frame.f_back
-    return False
-
-
-@contextlib.contextmanager
-def ctrl_c_after_imports() -> Iterator[None]:
-    """Ctrl-C as usual inside the block, except in the middle of an import: there it waits,
-    and the KeyboardInterrupt comes when the block ends (a second Ctrl-C raises at once).
-
-    An import is where a KeyboardInterrupt is not safe: landing in torch's C++ start-up it
-    aborts the process ("terminate called after throwing ... error_already_set"), Python turns
-    one inside a class body's `__set_name__` into a RuntimeError, and some import-time code
-    swallows it. Only the main thread can handle signals; elsewhere nothing changes."""
-    caught: list[int] = []
-
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
-        if caught or not _importing(frame):
-            caught.clear()
-            raise KeyboardInterrupt
-        caught.append(signum)
-
-    installed = False
-    previous: Any = None
-    with contextlib.suppress(ValueError):  # not the main thread
-        previous = signal.signal(signal.SIGINT, on_sigint)
-        installed = True
-    try:
-        yield
-    finally:
-        if installed:
-            signal.signal(
-                signal.SIGINT, signal.default_int_handler if previous is None else previous
-            )
-    if caught:
-        raise KeyboardInterrupt
-
-
-def resume_notice(bar: ProgressCallback, *, show: bool, share: bool = False) -> ProgressCallback:
-    """`bar`, which also prints (when `show`) one line saying where a resumed run starts: the
-    library's first event of a run already counts the work done before."""
-    first = [True]
-
-    def on_progress(event: Progress) -> None:
-        if first[0]:
-            first[0] = False
-            if show and event.done > 0:
-                whose = " of this rank's share" if share else ""
-                console.print(f"Resuming at image {event.done} of {event.total}{whose}.")
-        bar(event)
-
-    return on_progress
 
 
 def _check_output(path: Path, suffixes: Sequence[str], what: str) -> None:
@@ -226,58 +132,53 @@ def features_cmd(
     skipped and counted, and Ctrl-C (even kill -9) keeps the finished batches for --resume.
     Under `torchrun`, each rank computes its share of the batches and rank 0 writes the one
     file, the same as a single process writes."""
-    with ctrl_c_exits_130():
-        check_checkpoint_seconds(checkpoint_seconds)
-        _check_output(out_path, (".safetensors",), "The output file")
-        rank = 0
-        try:
-            with ctrl_c_after_imports():
-                from convscope.data.datasets import load_dataset
-                from convscope.inspect.features import extract_features, partial_path
-                from convscope.inspect.scan import distributed_context
+    check_checkpoint_seconds(checkpoint_seconds)
+    _check_output(out_path, (".safetensors",), "The output file")
+    rank = 0
+    try:
+        from convscope.data.datasets import load_dataset
+        from convscope.inspect.features import extract_features, partial_path
+        from convscope.inspect.scan import distributed_context
 
-                rank, world = distributed_context()
-            with ctrl_c_after_imports():  # lazy imports: sklearn for digits, torchvision, ...
-                ds = load_dataset(dataset, split=split, max_pixels=max_pixels)
-                cm = open_model(model, weights, device, seed=0)
-                name = layer or _default_layer(cm)
-                cm.resolve(name)
-            try:
-                with progress_bar(quiet or rank != 0) as bar:
-                    ff = extract_features(
-                        cm,
-                        ds,
-                        name,
-                        out=out_path,
-                        pool=pool.value,  # type: ignore[arg-type]
-                        batch_size=batch_size,
-                        precision=precision.value,  # type: ignore[arg-type]
-                        limit=limit,
-                        resume=resume,
-                        checkpoint_seconds=checkpoint_seconds,
-                        rank=rank,
-                        world=world,
-                        on_progress=resume_notice(
-                            bar, show=not quiet and rank == 0, share=world > 1
-                        ),
-                    )
-            except KeyboardInterrupt:
-                folder = partial_path(out_path, rank=rank, world=world)
-                if not (folder / "state.json").is_file():
-                    raise Interrupted("nothing was saved yet.") from None
-                raise Interrupted(
-                    f"{_saved_rows(folder)} images are saved in {folder}; run the same command "
-                    "with --resume to continue."
-                ) from None
-        except UserInputError:
-            if rank == 0:
-                raise
-            raise typer.Exit(2) from None  # every rank meets the same error; rank 0 says it
+        rank, world = distributed_context()
+        ds = load_dataset(dataset, split=split, max_pixels=max_pixels)
+        cm = open_model(model, weights, device, seed=0)
+        name = layer or _default_layer(cm)
+        cm.resolve(name)
+        try:
+            with progress_bar(quiet or rank != 0) as bar:
+                ff = extract_features(
+                    cm,
+                    ds,
+                    name,
+                    out=out_path,
+                    pool=pool.value,  # type: ignore[arg-type]
+                    batch_size=batch_size,
+                    precision=precision.value,  # type: ignore[arg-type]
+                    limit=limit,
+                    resume=resume,
+                    checkpoint_seconds=checkpoint_seconds,
+                    rank=rank,
+                    world=world,
+                    on_progress=resume_notice(bar, show=not quiet and rank == 0, share=world > 1),
+                )
+        except KeyboardInterrupt:
+            folder = partial_path(out_path, rank=rank, world=world)
+            if not (folder / "state.json").is_file():
+                raise Interrupted("nothing was saved yet.") from None
+            raise Interrupted(
+                f"{_saved_rows(folder)} images are saved in {folder}; run the same command "
+                "with --resume to continue."
+            ) from None
+    except UserInputError:
         if rank == 0:
-            out.print(
-                f"Wrote {out_path}: {len(ff)} images × {ff.dim} features of {cm.name} {name} "
-                f"({ff.skipped} skipped)."
-            )
+            raise
+        raise typer.Exit(2) from None  # every rank meets the same error; rank 0 says it
+    if rank == 0:
+        out.print(
+            f"Wrote {out_path}: {len(ff)} images × {ff.dim} features of {cm.name} {name} "
+            f"({ff.skipped} skipped)."
+        )
 
 
 def _saved_rows(folder: Path) -> int:

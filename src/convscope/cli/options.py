@@ -14,6 +14,7 @@ from convscope.cli.common import library_constant
 
 __all__ = [
     "MAX_PIXELS_DEFAULT",
+    "CheckpointSecondsOpt",
     "DatasetArg",
     "DeviceOpt",
     "ImageArg",
@@ -89,3 +90,10 @@ ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Continue an interrupted run into the same --out.")
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N images.")]
+CheckpointSecondsOpt = Annotated[
+    float,
+    typer.Option(
+        "--checkpoint-seconds",
+        help="Save the finished work at least this often, so a killed run loses at most that.",
+    ),
+]

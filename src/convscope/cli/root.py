@@ -13,6 +13,7 @@ from typing import Any
 import typer
 from typer.exceptions import TyperException
 
+from convscope.cli import signals
 from convscope.cli.application import app
 
 # Importing a command module registers its commands, in this order in `--help`.
@@ -71,7 +72,8 @@ def _interruptible(callback: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(callback)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
-            return callback(*args, **kwargs)
+            with signals.hold():  # Ctrl-C waits for a safe point: the first progress event
+                return callback(*args, **kwargs)
         except KeyboardInterrupt as exc:
             raise _CommandInterrupted(exc.hint if isinstance(exc, Interrupted) else "") from None
 
