@@ -47,6 +47,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 VISUALIZE = ["-m", "tiny", "--layer", "relu1", "--channel", "0", "--steps", "3", "--size", "16"]
 
+INVERT = ["--size", "16", "--steps", "2"]
+DREAM = ["--size", "24", "--octaves", "1", "--steps", "2"]
+
 # command → (its arguments with the outputs as {option: file name}, the outputs)
 Runner = Callable[[Path, dict[str, Path]], list[str]]
 COMMANDS: dict[str, tuple[Runner, dict[str, str]]] = {
@@ -89,6 +92,14 @@ COMMANDS: dict[str, tuple[Runner, dict[str, str]]] = {
     "adversarial": (
         lambda d, o: ["adversarial", "coffee", "-m", "tiny", "--target", "cool", "--steps", "2"],
         {"--out": "adv.png", "--panel": "adv-panel.png"},
+    ),
+    "invert": (
+        lambda d, o: ["invert", "coffee", "-m", "tiny", "--layers", "relu1,act", *INVERT],
+        {"--out": "i.png"},
+    ),
+    "dream": (
+        lambda d, o: ["dream", "coffee", "-m", "tiny", "-l", "act", *DREAM],
+        {"--out": "d.png"},
     ),
     "reproduce": (lambda d, o: ["reproduce", str(d / "v.png")], {"--out": "r.png"}),
     "demo": (lambda d, o: ["demo", "--sections", "layers"], {"--out": "gallery"}),

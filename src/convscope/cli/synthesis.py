@@ -39,7 +39,7 @@ __all__ = [
 RECIPE_KEY = "convscope"
 """The PNG text key that holds a synthesized image's recipe."""
 
-NOT_RECORDED = ("out", "out_path", "dry_run", "quiet", "resume", "debug")
+NOT_RECORDED = ("out", "out_path", "dry_run", "quiet", "resume", "debug", "as_json")
 """Parameters a reproduction chooses itself (where to write, whether to show progress)."""
 
 DryRunOpt = Annotated[

@@ -41,6 +41,7 @@ __all__ = [
     "channel",
     "class_logit",
     "class_prob",
+    "custom",
     "deepdream",
     "direction",
     "diversity",
@@ -193,6 +194,13 @@ class _Leaf:
 
 def _objective(fn: Callable[[Inputs], Tensor], layers: Iterable[str], text: str) -> Objective:
     return Objective([(1.0, _Leaf(fn, frozenset(layers), text))])
+
+
+def custom(fn: Callable[[Inputs], Tensor], layers: Iterable[str], text: str) -> Objective:
+    """Your own building block: `fn(inputs)` returns a scalar tensor to maximize from the
+    activations of `layers` (names or aliases; `OUTPUT` for the model's output); `text` is how
+    it prints (e.g. "guide('relu4_3')"). It composes like the built-in ones."""
+    return _objective(fn, layers, text)
 
 
 def total(objectives: Iterable[Objective]) -> Objective:

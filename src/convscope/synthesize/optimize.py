@@ -202,6 +202,7 @@ class _Step:
             total += float(-value.detach())
             for key, v in losses.items():
                 summed[key] = summed.get(key, 0.0) + float(v)
+            del value, losses  # the tile's graph goes before the next tile's forward
         return total, summed
 
 

@@ -216,7 +216,7 @@ def plan_visualize(
     run = Run(
         model,
         objective,
-        param,
+        param.to(model.device),
         transforms=transforms,
         steps=n,
         optimizer=optimizer,
