@@ -39,10 +39,38 @@ def _visualize(preset: str, steps: int) -> Callable[[], Tensor]:
     return run
 
 
+def _adversarial() -> Tensor:
+    from convscope.data.datasets import load_dataset
+    from convscope.synthesize.recipes.adversarial import adversarial
+
+    digit = load_dataset("digits")[0].image  # a 0
+    result = adversarial(_smallnet(), digit, target="7", eps=8 / 255, steps=20)
+    return result.image[None]
+
+
+def _invert() -> Tensor:
+    from convscope.data.samples import load_sample
+    from convscope.synthesize.recipes.invert import invert
+
+    result = invert(_smallnet(), load_sample("coffee"), ["relu1", "relu2"], steps=30)
+    return torch.stack([layer.image for layer in result.layers])
+
+
+def _dream() -> Tensor:
+    from convscope.data.samples import load_sample
+    from convscope.synthesize.recipes.dream import dream
+
+    result = dream(_smallnet(), load_sample("coffee"), "relu2", octaves=2, steps=5, size=SIZE)
+    return result.image[None] if result.image.dim() == 3 else result.image
+
+
 CASES: dict[str, Callable[[], Tensor]] = {
     "visualize-simonyan": _visualize("simonyan", 20),
     "visualize-yosinski": _visualize("yosinski", 20),
     "visualize-lucid": _visualize("lucid", 20),
+    "adversarial": _adversarial,
+    "invert": _invert,
+    "dream": _dream,
 }
 """Case name → a function returning the (B, 3, H, W) image(s) in [0, 1] of that run."""
 

@@ -70,7 +70,7 @@ def test_the_guide_objective_pulls_each_position_to_its_best_guide_feature(
     y = capture(tiny, tiny.preprocess.normalize(guide), ["act"])["act"][0].flatten(1)  # (C, Q)
     x = torch.randn(2, int(y.shape[0]), 3, 5, requires_grad=True)
     image = torch.zeros(2, 3, 6, 10)
-    value = objective(Inputs({"act": x}, image, image))
+    value = objective(Inputs({"act": x}, image))
     value.backward()  # type: ignore[no-untyped-call]
     assert x.grad is not None
     xf = x.detach().flatten(2)  # (B, C, P)

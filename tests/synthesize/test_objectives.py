@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from convscope.errors import UserInputError
+from convscope.models.base import Preprocess
 from convscope.synthesize.objectives import (
     OUTPUT,
     Inputs,
@@ -33,6 +34,8 @@ from convscope.synthesize.objectives import (
     total_variation,
 )
 
+HALF = Preprocess(resize=None, crop=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
 
 def _inputs(
     acts: dict[str, Tensor] | None = None,
@@ -40,7 +43,7 @@ def _inputs(
     output: Tensor | None = None,
 ) -> Inputs:
     img = torch.full((1, 3, 4, 4), 0.5) if image is None else image
-    return Inputs(acts or {}, img, img * 2 - 1, output)
+    return Inputs(acts or {}, img, output, HALF)  # model input: 2x - 1
 
 
 def _act(seed: int = 0, shape: tuple[int, ...] = (2, 3, 4, 5)) -> Tensor:

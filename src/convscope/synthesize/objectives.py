@@ -20,6 +20,7 @@ images of a batch with each other.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from convscope.errors import UserInputError
+from convscope.models.base import Preprocess
 from convscope.synthesize.transforms import gaussian_blur
 
 __all__ = [
@@ -65,8 +67,14 @@ class Inputs:
 
     acts: Mapping[str, Tensor]  # layer (as named in the objective) → (B, C, H, W) or (B, D)
     image: Tensor  # (B, 3, H, W) in [0, 1]: the parameterized image, before the transforms
-    model_input: Tensor  # (B, 3, H, W): `image` normalized as the model's preprocessing does
     output: Tensor | None = None  # the model's output, when an objective needs OUTPUT
+    preprocess: Preprocess | None = None  # the model's, for `model_input`
+
+    @functools.cached_property
+    def model_input(self) -> Tensor:
+        """(B, 3, H, W): `image` normalized as the model's preprocessing does (computed only
+        when an objective asks)."""
+        return self.image if self.preprocess is None else self.preprocess.normalize(self.image)
 
     def act(self, layer: str) -> Tensor:
         if layer == OUTPUT:

@@ -77,10 +77,16 @@ class StepState:
     step: int  # steps done (1-based)
     steps: int  # steps asked for
     param: nn.Module
-    image: Tensor  # (B, 3, H, W) in [0, 1], detached: the image after this step
     loss: float
     losses: dict[str, float]
     optimizer: torch.optim.Optimizer
+
+    @functools.cached_property
+    def image(self) -> Tensor:
+        """(B, 3, H, W) in [0, 1], detached: the image after this step (made on demand)."""
+        with torch.no_grad():
+            image: Tensor = self.param()
+        return image.detach()
 
 
 Callback = Callable[[StepState], bool | None]
@@ -179,7 +185,7 @@ class _Step:
                 output = self.model(model_input)
         if output is not None:
             output = output.float()
-        inputs = Inputs(acts, image, self.model.preprocess.normalize(image), output)
+        inputs = Inputs(acts, image, output, self.model.preprocess)
         return self.objective.evaluate(inputs)
 
     def __call__(self) -> tuple[float, dict[str, float]]:
@@ -406,9 +412,7 @@ def optimize(
                 done = step + 1
                 loss, losses = float(result["loss"]), dict(result["losses"])
                 history.append(loss)
-                with torch.no_grad():
-                    image = param().detach()
-                state = StepState(done, steps, param, image, loss, losses, opt)
+                state = StepState(done, steps, param, loss, losses, opt)
                 keep_going = True
                 for cb in callbacks:
                     if cb(state) is False:
