@@ -23,6 +23,7 @@ from convscope.gallery import (
     feature_space,
     filters,
     layer_table,
+    synthesis,
     top_patches,
 )
 from convscope.gallery.context import DemoContext
@@ -59,6 +60,9 @@ SECTIONS: tuple[SectionSpec, ...] = (
                 "occlusion, gradients, guided backprop, Grad-CAM", attribution.section),
     SectionSpec("segmentation-faithfulness", "Segmentation and faithfulness",
                 "GrabCut from saliency; deletion/insertion curves", evaluation.section),
+    SectionSpec("synthesis", "Synthesis",
+                "class visualization per preset, diverse images, adversarial, inversion, dream",
+                synthesis.section),
     SectionSpec("layers", "Layers", "VGG16's layer names and aliases", layer_table.section),
 )
 # fmt: on
