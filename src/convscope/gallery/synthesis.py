@@ -40,10 +40,10 @@ def _classes(ctx: DemoContext) -> Figure:
     fig = ctx.save(
         "synthesis_classes.png", titled(grid, "efficientnet_lite0 · one class per column")
     )
-    steps = ", ".join(f"{k} {v}" for k, v in PRESET_STEPS.items())
+    schedule = ", ".join(f"{k} {v}" for k, v in PRESET_STEPS.items())
     return Figure(
         fig.src,
-        f"Each image maximizes one class's score ({SIZE} px; rows by preset, steps: {steps}). "
+        f"Each image maximizes one class's score ({SIZE} px; rows by preset, steps: {schedule}). "
         "simonyan (CS231n's settings: an L2 penalty, normalized steps, blur every 10 steps) "
         "gives the high-frequency patterns gradient ascent is known for; yosinski's decay "
         "and blur smooth them; lucid's Fourier image, decorrelated colour and random "
