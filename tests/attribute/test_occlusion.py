@@ -10,6 +10,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
+import convscope.device
 from convscope.attribute import occlusion as occ
 from convscope.attribute import occlusion_plan as plan_mod
 from convscope.attribute.occlusion import FAST_TOLERANCE, occlusion_map
@@ -461,6 +462,11 @@ def _native_bf16(monkeypatch: pytest.MonkeyPatch, answer: bool | Exception) -> N
         return answer
 
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", supported)
+    monkeypatch.setattr(
+        convscope.device, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"})
+    )
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
 
 
 def test_fast_dtype_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -73,6 +73,7 @@ from torch import Tensor
 from convscope.attribute.gradients import check_attribution_inputs
 from convscope.attribute.occlusion_plan import IncrementalRunner, Plan, Runner
 from convscope.attribute.targets import ClassTarget, NeuronTarget, Target, target_scores
+from convscope.device import fast_dtype
 from convscope.errors import UserInputError
 from convscope.events import Progress, ProgressCallback, no_progress
 from convscope.models.base import ConvModel
@@ -359,18 +360,9 @@ def _occlusion(
 
 
 def _fast_dtype(device: torch.device) -> torch.dtype | None:
-    """The reduced precision that is actually faster on `device`, if any: bfloat16 on CPUs
-    with native bf16 (AVX-512 BF16 / AMX; elsewhere oneDNN falls back to slow reference
-    kernels), bfloat16 or float16 on CUDA."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu":
-        try:
-            native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            native = False
-        return torch.bfloat16 if native else None
-    return None
+    """The reduced precision that is actually faster on `device`, if any (see
+    `convscope.device.fast_dtype`)."""
+    return fast_dtype(device)
 
 
 def _precision(
