@@ -16,6 +16,7 @@ from convscope.models.base import Preprocess
 from convscope.synthesize.objectives import (
     OUTPUT,
     Inputs,
+    Window,
     alpha_norm,
     blur_input_each_step,
     channel,
@@ -183,6 +184,71 @@ def test_matching_penalties_are_relative_errors() -> None:
     assert float(gram_match("l", gram)(doubled)) == pytest.approx(9.0, rel=1e-5)  # (4G−G)²/G²
     with pytest.raises(UserInputError, match="target features"):
         feature_match("l", t)(_inputs({"l": torch.zeros(1, 3, 2, 2)}))
+
+
+@given(
+    c=st.integers(1, 4),
+    h=st.integers(1, 5),
+    w=st.integers(1, 5),
+    seed=st.integers(0, 10_000),
+)
+def test_a_masked_gram_matrix_uses_only_the_masked_positions(
+    c: int, h: int, w: int, seed: int
+) -> None:
+    f = _act(seed, (1, c, h, w)).double()
+    g = torch.Generator().manual_seed(seed + 1)
+    mask = (torch.rand(1, 1, h, w, generator=g) > 0.5).double()
+    if float(mask.sum()) == 0:
+        mask[..., 0, 0] = 1.0
+    got = gram_matrix(f, mask)[0]
+    picked = f[0].reshape(c, -1)[:, mask.reshape(-1) > 0]  # (C, positions under the mask)
+    want = picked @ picked.T / picked.shape[1]
+    assert torch.allclose(got, want)
+    # What lies outside the mask does not matter.
+    other = f.clone()
+    other[mask.expand_as(f) == 0] = 7.0
+    assert torch.allclose(gram_matrix(other, mask)[0], want)
+    # Weights: a mask of 0.5 everywhere is the unmasked Gram matrix.
+    assert torch.allclose(gram_matrix(f, torch.full_like(mask, 0.5)), gram_matrix(f))
+    with pytest.raises(UserInputError, match="Gram mask must be"):
+        gram_matrix(f, torch.ones(1, 1, h + 1, w))
+
+
+def test_gram_match_with_a_region_mask() -> None:
+    t = _act(7, (1, 3, 4, 4))
+    image = torch.zeros(1, 3, 8, 8)  # the features are at half the image's resolution
+    left = torch.zeros(8, 8)
+    left[:, :4] = 1.0
+    target = gram_matrix(t[..., :, :2])[0]  # the left half's Gram matrix
+    inputs = Inputs({"l": t}, image)
+    assert float(gram_match("l", target, mask=left)(inputs)) == pytest.approx(0.0, abs=1e-10)
+    assert float(gram_match("l", target)(inputs)) > 0.01
+    # A step (a tile) with none of the region adds nothing, with a gradient of zero.
+    a = t.clone().requires_grad_()
+    none = gram_match("l", target, mask=torch.zeros(8, 8))(Inputs({"l": a}, image))
+    assert float(none.detach()) == 0.0
+    (grad,) = torch.autograd.grad(none, a)
+    assert float(grad.abs().sum()) == 0.0
+    for bad, message in [
+        (torch.full((8, 8), 2.0), "between 0 and 1"),
+        (torch.zeros(2, 8, 8), "must be \\(H, W\\)"),
+    ]:
+        with pytest.raises(UserInputError, match=message):
+            gram_match("l", target, mask=bad)
+
+
+def test_a_window_cuts_whole_image_targets_to_its_tile() -> None:
+    full = torch.arange(64.0).view(1, 1, 8, 8)
+    win = Window(8, 8, dy=2, dx=4, y0=0, y1=4, x0=4, x1=8)
+    rolled = torch.roll(full, shifts=(2, 4), dims=(-2, -1))
+    assert win.crop(full).equal(rolled[..., 0:4, 4:8])
+    half = torch.arange(16.0).view(1, 1, 4, 4)  # the same grid at stride 2
+    assert win.crop(half).equal(torch.roll(half, shifts=(1, 2), dims=(-2, -1))[..., 0:2, 2:4])
+    # feature_match compares a tile's features with the target's part under the tile.
+    t = _act(8, (1, 2, 4, 4))
+    tile_feats = win.crop(t)
+    inputs = Inputs({"l": tile_feats}, torch.zeros(1, 3, 4, 4), window=win)
+    assert float(feature_match("l", t)(inputs)) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_diversity_rewards_different_images() -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from convscope.errors import UserInputError
@@ -25,7 +27,7 @@ from convscope.synthesize import (
     total_variation,
 )
 from convscope.synthesize.callbacks import clamp_to_range
-from convscope.synthesize.optimize import StepState
+from convscope.synthesize.optimize import StepState, tile_windows
 from convscope.synthesize.params import ImageParam, PixelImage
 from convscope.synthesize.transforms import standard
 from convscope.testing import all_hooks, same_state, state_copy
@@ -249,3 +251,98 @@ def test_a_thousand_steps_keep_memory_flat() -> None:
     )
     assert seen[1000] - seen[100] < 20 * 2**20
     assert all_hooks(model.module) == 0
+
+
+@given(
+    h=st.integers(8, 70),
+    w=st.integers(8, 70),
+    tile=st.sampled_from([8, 16, 24, 32]),
+    align=st.sampled_from([1, 4, 8]),
+    seed=st.integers(0, 1000),
+)
+@settings(max_examples=60, deadline=None)
+def test_a_tile_pass_with_random_offsets_covers_every_pixel_once(
+    h: int, w: int, tile: int, align: int, seed: int
+) -> None:
+    with seeded(seed):
+        windows = tile_windows(h, w, tile, align=align)
+    covered = torch.zeros(h, w, dtype=torch.int64)
+    grid = torch.arange(h * w).view(h, w)
+    for win in windows:
+        assert (win.dy, win.dx) == (windows[0].dy, windows[0].dx)  # one offset per step
+        assert win.dy % align == 0 and win.dx % align == 0 and 0 <= win.dy < tile
+        assert win.y1 - win.y0 <= tile and win.x1 - win.x0 <= tile
+        # The tile's pixels, as positions in the unrolled image:
+        rolled = torch.roll(grid, shifts=(win.dy, win.dx), dims=(0, 1))
+        covered.view(-1)[rolled[win.y0 : win.y1, win.x0 : win.x1].reshape(-1)] += 1
+        assert (
+            win.crop(grid[None, None].float())[0, 0]
+            .long()
+            .equal(rolled[win.y0 : win.y1, win.x0 : win.x1])
+        )
+    assert bool((covered == 1).all())
+
+
+def test_tiles_with_a_content_target_equal_the_whole_image_on_a_pointwise_model() -> None:
+    """A 1×1 convolution has no context: tile by tile, with the content target cut to each
+    tile (`Inputs.window`), the gradient is the whole image's gradient summed tile by tile."""
+    model = ConvModel(
+        "point", nn.Sequential(nn.Conv2d(3, 4, 1)), IDENTITY, WeightSource("user", "t")
+    )
+    target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = model.module(target)
+    objective = -feature_match("0", want)
+    grads = []
+    for tile in (None, 16):
+        with seeded(0):
+            raw = PixelImage(32, sd=0.1)
+        param = ImageParam(raw, decorrelate=False, activation="none")
+        with seeded(3):
+            optimize(model, objective, param, steps=1, optimizer="sgd", lr=1.0, tile=tile)
+        grads.append(raw.pixels.detach())
+    # The relative error is normalized per tile, so per-tile gradients differ in scale from
+    # the whole image's by each tile's share of the target's energy; the direction of every
+    # pixel's step is the same.
+    cos = torch.nn.functional.cosine_similarity(
+        (grads[0] - grads[0].mean()).flatten(), (grads[1] - grads[1].mean()).flatten(), dim=0
+    )
+    assert float(cos) > 0.9
+
+
+def test_the_tile_alignment_is_checked() -> None:
+    model = _linear()
+    with pytest.raises(UserInputError, match="multiple of its alignment"):
+        optimize(model, channel("relu", 0), _pixels(), steps=1, tile=20, tile_align=8)
+    with pytest.raises(UserInputError, match="alignment must be at least 1"):
+        optimize(model, channel("relu", 0), _pixels(), steps=1, tile=16, tile_align=0)
+
+
+def test_an_optimizer_state_carries_into_the_next_run() -> None:
+    model, objective = _toy()
+    param = _pixels()
+    first = optimize(model, objective, param, steps=5, lr=0.05)  # type: ignore[arg-type]
+    assert first.optimizer_state is not None
+    state = first.optimizer_state["state"][0]
+    assert int(state["step"]) == 5
+    # Continuing with the carried state equals one uninterrupted run of 10 steps.
+    again = _pixels()
+    whole = optimize(model, objective, again, steps=10, lr=0.05)  # type: ignore[arg-type]
+    second = optimize(
+        model,
+        objective,  # type: ignore[arg-type]
+        param,
+        steps=5,
+        lr=0.05,
+        optimizer_state=first.optimizer_state,
+    )
+    assert torch.allclose(second.image, whole.image, atol=1e-6)
+    with pytest.raises(UserInputError, match="optimizer state does not fit"):
+        optimize(
+            model,
+            objective,  # type: ignore[arg-type]
+            _pixels(),
+            steps=1,
+            optimizer="sgd",
+            optimizer_state={"state": {}, "param_groups": []},
+        )

@@ -7,6 +7,9 @@
 - `transforms`: random jitter, scale, rotation, blur (`nn.Module`s);
 - `optimize`: the one loop; `octaves`: multi-scale around it; `callbacks`: the papers'
   between-step image operations;
+- `perceptual`: the content, style and TV losses of texture, style transfer and fast style
+  networks, with their normalization; `colors`: colour control for style transfer;
+- `efros_leung`: the non-neural texture synthesis baseline (Efros & Leung, Wei & Levoy);
 - `recipes`: the techniques as short functions with paper presets.
 """
 
@@ -16,6 +19,7 @@ from convscope.synthesize.objectives import (
     OUTPUT,
     Inputs,
     Objective,
+    Window,
     alpha_norm,
     blur_input_each_step,
     channel,
@@ -43,6 +47,7 @@ from convscope.synthesize.optimize import (
     estimate,
     optimize,
     seeded,
+    tile_windows,
 )
 from convscope.synthesize.params import (
     ColorDecorrelation,
@@ -68,6 +73,7 @@ __all__ = [
     "StepState",
     "SynthesisProgress",
     "SynthesisResult",
+    "Window",
     "alpha_norm",
     "blur_input_each_step",
     "channel",
@@ -89,6 +95,7 @@ __all__ = [
     "optimize",
     "seeded",
     "standard",
+    "tile_windows",
     "total",
     "total_variation",
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "OUTPUT",
     "Inputs",
     "Objective",
+    "Window",
     "alpha_norm",
     "blur_input_each_step",
     "channel",
@@ -62,6 +63,41 @@ OUTPUT = "<output>"
 
 
 @dataclass(frozen=True)
+class Window:
+    """Where a tile lies when the loop optimizes an image tile by tile: the whole image
+    (`height`×`width`) was rolled by (`dy`, `dx`) pixels and the tile is rows `y0:y1`,
+    columns `x0:x1` of the rolled image. Objectives with targets on the whole image's grid
+    (content features, region masks) take the tile's part of them with `crop`."""
+
+    height: int
+    width: int
+    dy: int
+    dx: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    def crop(self, t: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        """The part of `t` (..., h, w), a map over the whole image at any resolution (e.g. a
+        layer's features at its stride), under this tile: rolled and cut in proportion.
+        `size` (the tile's own map size at that resolution) fixes the result's size, the
+        start moved in where rounding would run past the edge."""
+        h, w = int(t.shape[-2]), int(t.shape[-1])
+        sy, sx = h / self.height, w / self.width
+        rolled = torch.roll(t, shifts=(round(self.dy * sy), round(self.dx * sx)), dims=(-2, -1))
+        if size is None:
+            size = (
+                max(1, round((self.y1 - self.y0) * sy)),
+                max(1, round((self.x1 - self.x0) * sx)),
+            )
+        th, tw = min(size[0], h), min(size[1], w)
+        y = min(max(0, round(self.y0 * sy)), h - th)
+        x = min(max(0, round(self.x0 * sx)), w - tw)
+        return rolled[..., y : y + th, x : x + tw]
+
+
+@dataclass(frozen=True)
 class Inputs:
     """What an objective sees at one step."""
 
@@ -69,6 +105,7 @@ class Inputs:
     image: Tensor  # (B, 3, H, W) in [0, 1]: the parameterized image, before the transforms
     output: Tensor | None = None  # the model's output, when an objective needs OUTPUT
     preprocess: Preprocess | None = None  # the model's, for `model_input`
+    window: Window | None = None  # where the image lies in the whole one, when tiled
 
     @functools.cached_property
     def model_input(self) -> Tensor:
@@ -360,14 +397,26 @@ def diversity(layer: str) -> Objective:
 
 
 # ---- matching -----------------------------------------------------------------------------------
-def gram_matrix(act: Tensor) -> Tensor:
+def gram_matrix(act: Tensor, mask: Tensor | None = None) -> Tensor:
     """(B, C, H, W) → (B, C, C): G[c, d] = Σ_p F[c, p] F[d, p] / (H·W), the channels'
-    co-activation averaged over positions (so it does not grow with the image's size)."""
+    co-activation averaged over positions (so it does not grow with the image's size).
+
+    With a `mask` (B or 1, 1, H, W) of weights m_p ≥ 0 at the features' resolution, the
+    average is over the masked positions only: G = Σ_p m_p F[:, p] F[:, p]ᵀ / Σ_p m_p (zero
+    where the mask is empty)."""
     if act.dim() != 4:
         raise UserInputError(f"a Gram matrix needs (B, C, H, W) features, got {tuple(act.shape)}.")
     b, c, h, w = act.shape
     f = act.reshape(b, c, h * w)
-    return torch.bmm(f, f.transpose(1, 2)) / (h * w)
+    if mask is None:
+        return torch.bmm(f, f.transpose(1, 2)) / (h * w)
+    if mask.dim() != 4 or mask.shape[1] != 1 or tuple(mask.shape[-2:]) != (h, w):
+        raise UserInputError(
+            f"a Gram mask must be (B, 1, {h}, {w}) for these features, got {tuple(mask.shape)}."
+        )
+    m = mask.to(f).reshape(mask.shape[0], 1, h * w)  # (B, 1, HW)
+    weight = m.sum(dim=2, keepdim=True).clamp(min=1e-12)  # (B, 1, 1)
+    return torch.bmm(f * m, f.transpose(1, 2)) / weight
 
 
 def _relative(got: Tensor, want: Tensor) -> Tensor:
@@ -381,30 +430,69 @@ def _relative(got: Tensor, want: Tensor) -> Tensor:
 def feature_match(layer: str, target: Tensor) -> Objective:
     """A penalty: how far `layer`'s activation is from `target` (broadcast over the batch), as
     the relative squared error ||F − F₀||² / ||F₀||² (Mahendran & Vedaldi's normalization;
-    0 when equal, 1 for an all-zero activation)."""
+    0 when equal, 1 for an all-zero activation). When the loop works tile by tile, the
+    target is cut to the tile (`Window.crop`)."""
     want = target.detach().clone()
 
     def fn(inputs: Inputs) -> Tensor:
         act = inputs.act(layer)
-        if act.shape[1:] != want.shape[1:]:
+        goal = want
+        if inputs.window is not None and want.dim() == 4:
+            goal = inputs.window.crop(want, (int(act.shape[-2]), int(act.shape[-1])))
+        if act.shape[1:] != goal.shape[1:]:
             raise UserInputError(
                 f"layer {layer} gives {tuple(act.shape[1:])}, but the target features are "
-                f"{tuple(want.shape[1:])}; give the image at the size the target was made at."
+                f"{tuple(goal.shape[1:])}; give the image at the size the target was made at."
             )
-        return _relative(act, want.to(act).expand_as(act))
+        return _relative(act, goal.to(act).expand_as(act))
 
     return _objective(fn, [layer], f"feature_match({layer!r})")
 
 
-def gram_match(layer: str, target_gram: Tensor) -> Objective:
+def _as_mask(mask: Tensor) -> Tensor:
+    """A region mask (H, W), (1, H, W) or (1, 1, H, W) of weights in [0, 1] → (1, 1, H, W)."""
+    m = mask.detach().float()
+    while m.dim() < 4:
+        m = m[None]
+    if m.dim() != 4 or m.shape[0] != 1 or m.shape[1] != 1:
+        raise UserInputError(f"a region mask must be (H, W), got shape {tuple(mask.shape)}.")
+    if not bool(torch.isfinite(m).all()) or float(m.min()) < 0 or float(m.max()) > 1:
+        raise UserInputError("a region mask must hold weights between 0 and 1.")
+    return m.clone()
+
+
+def _mask_at(mask: Tensor, inputs: Inputs, size: tuple[int, int]) -> Tensor:
+    """The region mask (1, 1, H, W) over the whole image → the mask of this step's features
+    (1, 1, *size): cut to the tile, then area-averaged to the features' resolution."""
+    m = mask
+    if inputs.window is not None:
+        m = inputs.window.crop(m)
+    elif tuple(m.shape[-2:]) != tuple(inputs.image.shape[-2:]):
+        m = F.interpolate(m, size=tuple(inputs.image.shape[-2:]), mode="bilinear")
+    return F.interpolate(m, size=size, mode="area") if tuple(m.shape[-2:]) != size else m
+
+
+def gram_match(layer: str, target_gram: Tensor, *, mask: Tensor | None = None) -> Objective:
     """A penalty: the relative squared distance between `layer`'s Gram matrix
-    (`gram_matrix`) and `target_gram` (C, C) or (1, C, C), as in Gatys et al.'s style loss."""
+    (`gram_matrix`) and `target_gram` (C, C) or (1, C, C), as in Gatys et al.'s style loss.
+
+    `mask` (H, W), weights in [0, 1] over the image, restricts the Gram matrix to a region
+    (the positions under the mask, area-averaged down to the layer's resolution), so that a
+    style applies there only; a step whose image has none of the region (a tile outside it)
+    adds nothing."""
     want = target_gram.detach().clone()
     if want.dim() == 2:
         want = want[None]
+    region = None if mask is None else _as_mask(mask)
 
     def fn(inputs: Inputs) -> Tensor:
-        g = gram_matrix(inputs.act(layer))
+        act = inputs.act(layer)
+        m = None
+        if region is not None:
+            m = _mask_at(region.to(act), inputs, (int(act.shape[-2]), int(act.shape[-1])))
+            if float(m.sum()) <= 0.0:
+                return act.sum() * 0.0
+        g = gram_matrix(act, m)
         if g.shape[1:] != want.shape[1:]:
             raise UserInputError(
                 f"layer {layer} has {g.shape[1]} channels, but the target Gram matrix is "
@@ -412,7 +500,8 @@ def gram_match(layer: str, target_gram: Tensor) -> Objective:
             )
         return _relative(g, want.to(g).expand_as(g))
 
-    return _objective(fn, [layer], f"gram_match({layer!r})")
+    text = f"gram_match({layer!r})" if mask is None else f"gram_match({layer!r}, mask=<region>)"
+    return _objective(fn, [layer], text)
 
 
 # ---- image priors (penalties) -------------------------------------------------------------------

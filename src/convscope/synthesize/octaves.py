@@ -11,16 +11,17 @@ from the smaller octave's result, upsampled.
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from convscope.errors import UserInputError
 
-__all__ = ["octave_sizes", "octaves", "resize"]
+__all__ = ["octave_sizes", "octaves", "resize", "resize_optimizer_state"]
 
 
 def octave_sizes(
@@ -84,3 +85,25 @@ def octaves(
         detail = result - base
     assert result is not None
     return result
+
+
+def resize_optimizer_state(state: Mapping[str, Any], size: tuple[int, int]) -> dict[str, Any]:
+    """Adam's `state_dict` for an image (B, 3, h, w) → one for the same image at `size`, to
+    warm-start the next scale (as crowsonkb/style-transfer-pytorch does): the moments are
+    resized bilinearly. The losses average over positions, so a pixel's gradient shrinks with
+    the number of pixels; the first moment is scaled by the ratio of the areas and the second
+    by its square, so that Adam's first steps at the new scale are as large as its last ones
+    at the old. Step counts are kept. The caller's state is not changed."""
+    out = copy.deepcopy(dict(state))
+    for entry in out.get("state", {}).values():
+        if "exp_avg" not in entry or "exp_avg_sq" not in entry:
+            raise UserInputError("only Adam's state can be carried to the next scale.")
+        old = entry["exp_avg"]
+        if old.dim() != 4:
+            continue
+        ratio = (old.shape[-2] * old.shape[-1]) / (size[0] * size[1])
+        entry["exp_avg"] = resize(old, size) * ratio
+        for key in ("exp_avg_sq", "max_exp_avg_sq"):
+            if key in entry:
+                entry[key] = resize(entry[key], size).clamp(min=0.0) * ratio**2
+    return out

@@ -38,7 +38,7 @@ from convscope.errors import UserInputError
 from convscope.events import Progress, ProgressCallback, no_progress
 from convscope.models.base import ConvModel
 from convscope.probe import Probe
-from convscope.synthesize.objectives import OUTPUT, Inputs, Objective
+from convscope.synthesize.objectives import OUTPUT, Inputs, Objective, Window
 from convscope.synthesize.steps import make_optimizer
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "estimate",
     "optimize",
     "seeded",
+    "tile_windows",
 ]
 
 CHECKPOINT_FORMAT = "convscope-synthesis-checkpoint/1"
@@ -100,6 +101,7 @@ class SynthesisResult:
     losses: dict[str, float]  # the last step's losses by term
     history: list[float] = field(default_factory=list)  # total loss after every step
     stopped_early: bool = False
+    optimizer_state: dict[str, Any] | None = None  # the optimizer's state_dict at the end
 
 
 @contextlib.contextmanager
@@ -122,13 +124,19 @@ def _lr_factor(schedule: Schedule, step: int, steps: int) -> float:
     raise UserInputError(f"unknown learning-rate schedule {schedule!r}; use constant or cosine.")
 
 
-def _check(model: ConvModel, objective: Objective, steps: int, tile: int | None) -> list[str]:
+def _check(
+    model: ConvModel, objective: Objective, steps: int, tile: int | None, align: int
+) -> list[str]:
     if not isinstance(objective, Objective):
         raise UserInputError(f"the objective must be an Objective, not {type(objective).__name__}.")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise UserInputError(f"steps must be at least 1, got {steps!r}.")
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 8):
         raise UserInputError(f"the tile must be at least 8 pixels, got {tile!r}.")
+    if isinstance(align, bool) or not isinstance(align, int) or align < 1:
+        raise UserInputError(f"the tile alignment must be at least 1 pixel, got {align!r}.")
+    if tile is not None and tile % align:
+        raise UserInputError(f"the tile ({tile} px) must be a multiple of its alignment {align}.")
     layers = sorted(objective.layers - {OUTPUT})
     for layer in layers:
         model.resolve(layer)  # an unknown layer is a one-sentence error before any work
@@ -155,6 +163,14 @@ def _tiles(h: int, w: int, tile: int) -> list[tuple[int, int, int, int]]:
     return [(y, min(y + tile, h), x, min(x + tile, w)) for y in ys for x in xs]
 
 
+def tile_windows(h: int, w: int, tile: int, *, align: int = 1) -> list[Window]:
+    """One tiled step's windows over an h×w image: the image rolled by a random offset (a
+    multiple of `align` below `tile`, from torch's RNG), then cut into tiles of at most
+    `tile` px, so that the seams move every step. Together they cover every pixel once."""
+    oy, ox = (int(v) * align for v in torch.randint(max(1, tile // align), (2,)))
+    return [Window(h, w, oy, ox, *box) for box in _tiles(h, w, tile)]
+
+
 class _Step:
     """One evaluation: image → transforms → model → objective, forward and backward."""
 
@@ -167,12 +183,16 @@ class _Step:
         probe: Probe | None,
         tile: int | None,
         precision: str,
+        align: int = 1,
     ) -> None:
         self.model, self.objective, self.param = model, objective, param
         self.transforms, self.probe, self.tile = transforms, probe, tile
         self.autocast = precision == "bf16"
+        self.align = align
 
-    def _value(self, image: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def _value(
+        self, image: Tensor, window: Window | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         x = image if self.transforms is None else self.transforms(image)
         model_input = self.model.preprocess.normalize(x)
         acts: Mapping[str, Tensor] = {}
@@ -185,7 +205,7 @@ class _Step:
                 output = self.model(model_input)
         if output is not None:
             output = output.float()
-        inputs = Inputs(acts, image, output, self.model.preprocess)
+        inputs = Inputs(acts, image, output, self.model.preprocess, window)
         return self.objective.evaluate(inputs)
 
     def __call__(self) -> tuple[float, dict[str, float]]:
@@ -197,14 +217,13 @@ class _Step:
             (-value).backward()  # type: ignore[no-untyped-call]
             return float(-value.detach()), {k: float(v) for k, v in losses.items()}
         # Tiles at a random offset: the seams move every step, so none stays.
-        oy, ox = (int(v) for v in torch.randint(self.tile, (2,)))
-        rolled = torch.roll(image, shifts=(oy, ox), dims=(-2, -1))
+        windows = tile_windows(h, w, self.tile, align=self.align)
+        rolled = torch.roll(image, shifts=(windows[0].dy, windows[0].dx), dims=(-2, -1))
         total = 0.0
         summed: dict[str, float] = {}
-        boxes = _tiles(h, w, self.tile)
-        for k, (y0, y1, x0, x1) in enumerate(boxes):
-            value, losses = self._value(rolled[..., y0:y1, x0:x1])
-            (-value).backward(retain_graph=k < len(boxes) - 1)  # type: ignore[no-untyped-call]
+        for k, win in enumerate(windows):
+            value, losses = self._value(rolled[..., win.y0 : win.y1, win.x0 : win.x1], win)
+            (-value).backward(retain_graph=k < len(windows) - 1)  # type: ignore[no-untyped-call]
             total += float(-value.detach())
             for key, v in losses.items():
                 summed[key] = summed.get(key, 0.0) + float(v)
@@ -337,7 +356,9 @@ def optimize(
     callbacks: Sequence[Callback] = (),
     preview_every: int | None = None,
     tile: int | None = None,
+    tile_align: int = 1,
     precision: Literal["fp32", "bf16"] = "fp32",
+    optimizer_state: Mapping[str, Any] | None = None,
     checkpoint: Path | None = None,
     checkpoint_every: int = 50,
     resume: bool = False,
@@ -359,15 +380,20 @@ def optimize(
         schedule: "constant", "cosine" (to 0 at the last step), or `f(step, steps) -> factor`.
         callbacks: called after each step with a `StepState`; False stops the run.
         preview_every: attach the image to every N-th step's progress event.
-        tile: optimize tile by tile (at a random offset each step) when the image is larger.
+        tile: optimize tile by tile (at a random offset each step) when the image is larger;
+            objectives with whole-image targets see where each tile lies (`Inputs.window`).
+        tile_align: the random offsets are multiples of this (a layer's stride, so that
+            features cut from a whole-image target line up with the tile's own).
         precision: "bf16" runs the model under bfloat16 autocast (the objective in float32).
+        optimizer_state: a `state_dict` to start the optimizer from (a coarser scale's
+            moments, resized: `octaves.resize_optimizer_state`).
         checkpoint: a file to keep the run's state in (every `checkpoint_every` steps, on
             Ctrl-C, and at the end); with `resume`, the run continues from it.
         recipe: a description of the run (recipe name and arguments) that a checkpoint must
             match to be resumed.
         task: the name of the progress events.
     """
-    layers = _check(model, objective, steps, tile)
+    layers = _check(model, objective, steps, tile, tile_align)
     if preview_every is not None and preview_every < 1:
         raise UserInputError(f"preview_every must be at least 1, got {preview_every}.")
     if checkpoint_every < 1:
@@ -380,6 +406,11 @@ def optimize(
     opt = make_optimizer(optimizer, params, lr)
     if optimizer == "lbfgs" and tile is not None:
         raise UserInputError("L-BFGS cannot optimize tile by tile; use adam with --tile.")
+    if optimizer_state is not None:
+        try:
+            opt.load_state_dict(dict(optimizer_state))
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise UserInputError(f"the optimizer state does not fit this run: {exc}.") from None
     run_id = _run_id(objective, param, optimizer, lr, recipe)
     start = 0
     history: list[float] = []
@@ -394,7 +425,7 @@ def optimize(
             clone="auto",
             stop_early=not objective.needs_output,
         )
-    step_fn = _Step(model, objective, param, transforms, probe, tile, precision)
+    step_fn = _Step(model, objective, param, transforms, probe, tile, precision, tile_align)
     base_lrs = [g["lr"] for g in opt.param_groups]
     losses: dict[str, float] = {}
     done = start
@@ -436,7 +467,7 @@ def optimize(
         _save_checkpoint(checkpoint, param, opt, done, history, run_id)
     with torch.no_grad():
         final = param().detach().float().cpu().clamp(0, 1)
-    return SynthesisResult(final, done, losses, history, stopped)
+    return SynthesisResult(final, done, losses, history, stopped, opt.state_dict())
 
 
 @dataclass(frozen=True)
@@ -462,6 +493,7 @@ def estimate(
     optimizer: str = "adam",
     lr: float = 0.05,
     tile: int | None = None,
+    tile_align: int = 1,
     precision: Literal["fp32", "bf16"] = "fp32",
 ) -> StepEstimate:
     """Calibrate a run before it starts: two steps on a copy of `param` (the first warms up,
@@ -491,6 +523,7 @@ def estimate(
             optimizer=optimizer,
             lr=lr,
             tile=tile,
+            tile_align=tile_align,
             precision=precision,
             callbacks=[clock],
         )
@@ -516,6 +549,7 @@ class Run:
     schedule: Schedule = "constant"
     callbacks: Sequence[Callback] = ()
     tile: int | None = None
+    tile_align: int = 1
     precision: Literal["fp32", "bf16"] = "fp32"
 
     def start(self, **kwargs: Any) -> SynthesisResult:
@@ -532,6 +566,7 @@ class Run:
             schedule=self.schedule,
             callbacks=self.callbacks,
             tile=self.tile,
+            tile_align=self.tile_align,
             precision=self.precision,
             **kwargs,
         )
@@ -545,5 +580,6 @@ class Run:
             optimizer=self.optimizer,
             lr=self.lr,
             tile=self.tile,
+            tile_align=self.tile_align,
             precision=self.precision,
         )
