@@ -33,7 +33,8 @@ def test_avg_pooling_replaces_every_max_pool_on_a_copy() -> None:
     assert isinstance(inner, nn.AvgPool2d)
     assert (inner.kernel_size, inner.stride, inner.padding, inner.ceil_mode) == (3, 2, 1, True)
     # The same names, weights and aliases; the caller's model is untouched.
-    assert [n for n, _ in avg.module.named_modules()] == [n for n, _ in model.module.named_modules()]
+    names = [n for n, _ in model.module.named_modules()]
+    assert [n for n, _ in avg.module.named_modules()] == names
     assert avg.resolve("p") == "1"
     assert same_state(before, state_copy(model.module))
     assert isinstance(model.module[1], nn.MaxPool2d)

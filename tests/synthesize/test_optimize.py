@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
+from torch import Tensor, nn
 
 from convscope.errors import UserInputError
 from convscope.models.base import ConvModel, Preprocess, WeightSource
@@ -20,6 +20,8 @@ from convscope.synthesize import (
     deepdream,
     estimate,
     feature_match,
+    gram_match,
+    gram_matrix,
     image_param,
     l2,
     optimize,
@@ -283,31 +285,127 @@ def test_a_tile_pass_with_random_offsets_covers_every_pixel_once(
     assert bool((covered == 1).all())
 
 
-def test_tiles_with_a_content_target_equal_the_whole_image_on_a_pointwise_model() -> None:
-    """A 1×1 convolution has no context: tile by tile, with the content target cut to each
-    tile (`Inputs.window`), the gradient is the whole image's gradient summed tile by tile."""
-    model = ConvModel(
-        "point", nn.Sequential(nn.Conv2d(3, 4, 1)), IDENTITY, WeightSource("user", "t")
-    )
-    target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+@given(
+    h=st.integers(8, 70),
+    w=st.integers(8, 70),
+    tile=st.sampled_from([8, 16, 24, 32]),
+    align=st.sampled_from([1, 4, 8]),
+    halo=st.sampled_from([1, 2, 3]),
+    seed=st.integers(0, 1000),
+)
+@settings(max_examples=60, deadline=None)
+def test_tiles_with_a_halo_cover_every_pixel_once_by_their_cores(
+    h: int, w: int, tile: int, align: int, halo: int, seed: int
+) -> None:
+    halo *= align
+    with seeded(seed):
+        windows = tile_windows(h, w, tile, align=align, halo=halo)
+    covered = torch.zeros(h, w, dtype=torch.int64)
+    for win in windows:
+        assert win.core is not None and (win.dy, win.dx) == (0, 0)  # not rolled
+        cy0, cy1, cx0, cx1 = win.core
+        assert cy1 - cy0 <= tile and cx1 - cx0 <= tile
+        assert cy0 % align == 0 and cx0 % align == 0  # the cuts lie on the stride's grid
+        assert (win.y0, win.y1) == (max(0, cy0 - halo), min(h, cy1 + halo))
+        assert (win.x0, win.x1) == (max(0, cx0 - halo), min(w, cx1 + halo))
+        covered[cy0:cy1, cx0:cx1] += 1
+        weights = win.core_weights((win.y1 - win.y0, win.x1 - win.x0))
+        assert weights is not None and float(weights.sum()) == (cy1 - cy0) * (cx1 - cx0)
+    assert bool((covered == 1).all())
+    assert sum(win.fraction for win in windows) == pytest.approx(1.0)
+
+
+def _pointwise() -> ConvModel:
+    conv = nn.Conv2d(3, 4, 1)
     with torch.no_grad():
-        want = model.module(target)
-    objective = -feature_match("0", want)
-    grads = []
-    for tile in (None, 16):
-        with seeded(0):
-            raw = PixelImage(32, sd=0.1)
-        param = ImageParam(raw, decorrelate=False, activation="none")
-        with seeded(3):
-            optimize(model, objective, param, steps=1, optimizer="sgd", lr=1.0, tile=tile)
-        grads.append(raw.pixels.detach())
-    # The relative error is normalized per tile, so per-tile gradients differ in scale from
-    # the whole image's by each tile's share of the target's energy; the direction of every
-    # pixel's step is the same.
-    cos = torch.nn.functional.cosine_similarity(
-        (grads[0] - grads[0].mean()).flatten(), (grads[1] - grads[1].mean()).flatten(), dim=0
+        conv.weight.copy_(torch.randn(4, 3, 1, 1, generator=torch.Generator().manual_seed(2)))
+    return ConvModel("point", nn.Sequential(conv), IDENTITY, WeightSource("user", "t"))
+
+
+def _one_step(
+    model: ConvModel, objective: object, tile: int | None, **tiling: int
+) -> tuple[Tensor, float]:
+    with seeded(0):
+        raw = PixelImage((32, 40), sd=0.1)
+    start = raw.pixels.detach().clone()
+    param = ImageParam(raw, decorrelate=False, activation="none")
+    with seeded(3):
+        result = optimize(
+            model,
+            objective,
+            param,
+            steps=1,
+            optimizer="sgd",
+            lr=1.0,
+            tile=tile,
+            **tiling,  # type: ignore[arg-type]
+        )
+    return start - raw.pixels.detach(), result.history[0]  # the gradient, the loss
+
+
+def test_tiles_add_up_to_the_whole_image_on_a_pointwise_model() -> None:
+    """A 1×1 convolution has no context, so tiles have no edge effects: tile by tile, with
+    the content target cut to each tile and the Gram matrices summed over the tiles first,
+    the loss and the gradient are the whole image's."""
+    model = _pointwise()
+    g = torch.Generator().manual_seed(1)
+    target, style = torch.rand(1, 3, 32, 40, generator=g), torch.rand(1, 3, 20, 20, generator=g)
+    mask = torch.zeros(32, 40)
+    mask[:, :15] = 1.0
+    with torch.no_grad():
+        want, gram = model.module(target), gram_matrix(model.module(style))
+    objectives = {
+        "content": -feature_match("0", want),
+        "style": -gram_match("0", gram),
+        "masked style": -gram_match("0", gram, mask=mask),
+        "all": -2.0 * feature_match("0", want) - gram_match("0", gram) - total_variation(),
+    }
+    for name, objective in objectives.items():
+        whole, loss = _one_step(model, objective, None)
+        tiled, tiled_loss = _one_step(model, objective, 16)
+        if name == "all":  # TV misses the neighbour pairs across the tiles' edges
+            assert tiled_loss == pytest.approx(loss, rel=1e-2)
+            cos = torch.nn.functional.cosine_similarity(whole.flatten(), tiled.flatten(), dim=0)
+            assert float(cos) > 0.99
+        else:
+            assert tiled_loss == pytest.approx(loss, rel=1e-5), name
+            assert torch.allclose(tiled, whole, atol=1e-4 * float(whole.abs().max())), name
+
+
+def _strided() -> ConvModel:
+    """3×3 conv → ReLU → 2×2 max pool → 3×3 conv: stride 2, receptive field 8 px."""
+    g = torch.Generator().manual_seed(4)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 5, 3, padding=1)
     )
-    assert float(cos) > 0.9
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return ConvModel("strided", net, IDENTITY, WeightSource("user", "t"))
+
+
+def test_tiles_with_a_halo_equal_the_whole_image_on_a_model_with_context() -> None:
+    """With a halo of half the receptive field, on the stride's grid, the features over each
+    tile's core are the whole image's: content, masked style and TV terms, their loss and
+    their gradient, tile by tile, equal the whole image's."""
+    model = _strided()
+    g = torch.Generator().manual_seed(1)
+    target, style = torch.rand(1, 3, 32, 40, generator=g), torch.rand(1, 3, 20, 20, generator=g)
+    mask = torch.zeros(32, 40)
+    mask[:, :14] = 1.0
+    with torch.no_grad():
+        want, gram = model.module(target), gram_matrix(model.module[:2](style))
+    objective = (
+        -2.0 * feature_match("3", want)
+        - gram_match("1", gram, mask=mask)
+        - 0.5 * gram_match("1", gram)
+        - total_variation()
+    )
+    whole, loss = _one_step(model, objective, None)
+    for tile in (8, 12, 16):
+        tiled, tiled_loss = _one_step(model, objective, tile, tile_align=2, tile_halo=4)
+        assert tiled_loss == pytest.approx(loss, rel=1e-5), tile
+        assert torch.allclose(tiled, whole, atol=1e-5 * float(whole.abs().max())), tile
 
 
 def test_the_tile_alignment_is_checked() -> None:
@@ -316,6 +414,8 @@ def test_the_tile_alignment_is_checked() -> None:
         optimize(model, channel("relu", 0), _pixels(), steps=1, tile=20, tile_align=8)
     with pytest.raises(UserInputError, match="alignment must be at least 1"):
         optimize(model, channel("relu", 0), _pixels(), steps=1, tile=16, tile_align=0)
+    with pytest.raises(UserInputError, match="halo must be 0 or more pixels, a multiple of 8"):
+        optimize(model, channel("relu", 0), _pixels(), steps=1, tile=16, tile_align=8, tile_halo=4)
 
 
 def test_an_optimizer_state_carries_into_the_next_run() -> None:

@@ -20,6 +20,7 @@ images of a batch with each other.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -67,7 +68,11 @@ class Window:
     """Where a tile lies when the loop optimizes an image tile by tile: the whole image
     (`height`×`width`) was rolled by (`dy`, `dx`) pixels and the tile is rows `y0:y1`,
     columns `x0:x1` of the rolled image. Objectives with targets on the whole image's grid
-    (content features, region masks) take the tile's part of them with `crop`."""
+    (content features, region masks) take the tile's part of them with `crop`.
+
+    With a halo, `core` (cy0, cy1, cx0, cx1), inside the box, is the part of the tile that
+    counts: the box adds a margin of context around it, so the features over the core are the
+    whole image's own, and the cores of one step's tiles cover the image once."""
 
     height: int
     width: int
@@ -77,6 +82,23 @@ class Window:
     y1: int
     x0: int
     x1: int
+    core: tuple[int, int, int, int] | None = None
+
+    @property
+    def fraction(self) -> float:
+        """The (core of the) tile's share of the whole image's pixels."""
+        y0, y1, x0, x1 = self.core or (self.y0, self.y1, self.x0, self.x1)
+        return (y1 - y0) * (x1 - x0) / (self.height * self.width)
+
+    def core_weights(self, size: tuple[int, int]) -> Tensor | None:
+        """(1, 1, *size): 1 over the core and 0 over the halo, at a map of the tile at `size`
+        (a layer's features), area-averaged; None without a halo (everything counts)."""
+        if self.core is None:
+            return None
+        cy0, cy1, cx0, cx1 = self.core
+        m = torch.zeros(1, 1, self.y1 - self.y0, self.x1 - self.x0)
+        m[..., cy0 - self.y0 : cy1 - self.y0, cx0 - self.x0 : cx1 - self.x0] = 1.0
+        return F.interpolate(m, size=size, mode="area") if tuple(m.shape[-2:]) != size else m
 
     def crop(self, t: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         """The part of `t` (..., h, w), a map over the whole image at any resolution (e.g. a
@@ -106,6 +128,7 @@ class Inputs:
     output: Tensor | None = None  # the model's output, when an objective needs OUTPUT
     preprocess: Preprocess | None = None  # the model's, for `model_input`
     window: Window | None = None  # where the image lies in the whole one, when tiled
+    total: Tensor | None = None  # a term's statistic summed over every tile (see `Objective`)
 
     @functools.cached_property
     def model_input(self) -> Tensor:
@@ -150,13 +173,39 @@ class Objective:
     def __call__(self, inputs: Inputs) -> Tensor:
         return self.evaluate(inputs)[0]
 
-    def evaluate(self, inputs: Inputs) -> tuple[Tensor, dict[str, Tensor]]:
+    @property
+    def has_statistics(self) -> bool:
+        """Whether a term needs statistics over the whole image when it is tiled."""
+        return any(t.stat is not None for _, t in self._terms)
+
+    def statistics(self, inputs: Inputs) -> dict[int, Tensor]:
+        """Each statistic term's per-tile statistic (term index → tensor), to be summed over
+        the tiles of a step and handed back to `evaluate` as `totals`."""
+        return {k: t.stat(inputs) for k, (_, t) in enumerate(self._terms) if t.stat is not None}
+
+    def evaluate(
+        self, inputs: Inputs, totals: Mapping[int, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """The value, and each term's *loss* (minus its weighted value, so that penalties
-        read as positive numbers), keyed by the term's label or repr."""
+        read as positive numbers), keyed by the term's label or repr.
+
+        Tiled (`inputs.window` set), the values of the tiles of one step add up to the whole
+        image's: a term that does not handle windows itself (a mean over positions) is
+        weighted by the tile's share of the pixels; `feature_match` normalizes by the whole
+        target; a term with a statistic (`gram_match`, whose Gram matrix is not a sum of the
+        tiles' losses) reads its statistic summed over all the tiles from `totals` (computed
+        in a first pass, `statistics`) and gives this tile's share of the whole image's loss,
+        with this tile's gradient."""
         value: Tensor | None = None
         losses: dict[str, Tensor] = {}
-        for c, t in self._terms:
-            v = c * t.fn(inputs)
+        window = inputs.window
+        for k, (c, t) in enumerate(self._terms):
+            if totals is not None and k in totals:
+                v = c * t.fn(dataclasses.replace(inputs, total=totals[k]))
+            else:
+                v = c * t.fn(inputs)
+            if window is not None and not t.windowed:
+                v = v * window.fraction
             value = v if value is None else value + v
             key = t.label or t.text
             losses[key] = losses[key] - v.detach() if key in losses else -v.detach()
@@ -205,36 +254,52 @@ class Objective:
         return self * (1.0 / k)
 
     def named(self, label: str) -> Objective:
-        """The same objective, reported under `label` in progress (one term)."""
-        inner = self
-
-        def fn(inputs: Inputs) -> Tensor:
-            return inner(inputs)
-
-        return Objective([(1.0, _Leaf(fn, inner.layers, f"({inner!r})", label))])
+        """The same objective, its terms reported together under `label` in progress."""
+        return Objective([(c, dataclasses.replace(t, label=label)) for c, t in self._terms])
 
     def __repr__(self) -> str:
-        parts: list[str] = []
-        for k, (c, t) in enumerate(self._terms):
-            text = t.text if not t.label else f"{t.label}={t.text}"
-            sign = "-" if c < 0 else "+"
-            a = abs(c)
-            body = text if a == 1.0 else f"{_number(a)} * {text}"
-            if k == 0:
-                parts.append(("-" if c < 0 else "") + body)
+        groups: list[tuple[str, list[tuple[float, _Leaf]]]] = []
+        for c, t in self._terms:
+            if groups and t.label and groups[-1][0] == t.label:
+                groups[-1][1].append((c, t))
             else:
-                parts.append(f" {sign} {body}")
-        return "".join(parts)
+                groups.append((t.label, [(c, t)]))
+        parts: list[str] = []
+        for label, terms in groups:
+            if label:
+                parts.append(f"{label}=({_plain(terms)})")
+            else:
+                parts.append(_plain(terms))
+        out = parts[0]
+        for part in parts[1:]:
+            out += f" - {part[1:]}" if part.startswith("-") else f" + {part}"
+        return out
+
+
+def _plain(terms: Sequence[tuple[float, _Leaf]]) -> str:
+    parts: list[str] = []
+    for k, (c, t) in enumerate(terms):
+        a = abs(c)
+        body = t.text if a == 1.0 else f"{_number(a)} * {t.text}"
+        if k == 0:
+            parts.append(("-" if c < 0 else "") + body)
+        else:
+            parts.append(f" {'-' if c < 0 else '+'} {body}")
+    return "".join(parts)
 
 
 @dataclass(frozen=True)
 class _Leaf:
-    """One building block: a function of the step's inputs, the layers it reads, its text."""
+    """One building block: a function of the step's inputs, the layers it reads, its text.
+    `stat` (for tiles): a per-tile statistic that sums over tiles to the whole image's;
+    `windowed`: the function gives a tile's share of the whole image's value itself."""
 
     fn: Callable[[Inputs], Tensor]
     layers: frozenset[str]
     text: str
     label: str = ""
+    stat: Callable[[Inputs], Tensor] | None = None
+    windowed: bool = False
 
 
 def _objective(fn: Callable[[Inputs], Tensor], layers: Iterable[str], text: str) -> Objective:
@@ -433,20 +498,34 @@ def feature_match(layer: str, target: Tensor) -> Objective:
     0 when equal, 1 for an all-zero activation). When the loop works tile by tile, the
     target is cut to the tile (`Window.crop`)."""
     want = target.detach().clone()
+    norm = want.reshape(want.shape[0], -1).pow(2).sum(dim=1).clamp(min=1e-12)  # (B,) or (1,)
 
     def fn(inputs: Inputs) -> Tensor:
         act = inputs.act(layer)
         goal = want
-        if inputs.window is not None and want.dim() == 4:
+        tiled = inputs.window is not None and want.dim() == 4
+        if tiled:
+            assert inputs.window is not None
             goal = inputs.window.crop(want, (int(act.shape[-2]), int(act.shape[-1])))
         if act.shape[1:] != goal.shape[1:]:
             raise UserInputError(
                 f"layer {layer} gives {tuple(act.shape[1:])}, but the target features are "
                 f"{tuple(goal.shape[1:])}; give the image at the size the target was made at."
             )
-        return _relative(act, goal.to(act).expand_as(act))
+        if not tiled:
+            return _relative(act, goal.to(act).expand_as(act))
+        # A tile's share: its (core's) squared error over the whole target's energy.
+        assert inputs.window is not None
+        sq = (act - goal.to(act)).pow(2)
+        core = inputs.window.core_weights((int(act.shape[-2]), int(act.shape[-1])))
+        if core is not None:
+            sq = sq * core.to(sq)
+        diff = sq.reshape(act.shape[0], -1).sum(dim=1)
+        return (diff / norm.to(act)).mean()
 
-    return _objective(fn, [layer], f"feature_match({layer!r})")
+    return Objective(
+        [(1.0, _Leaf(fn, frozenset([layer]), f"feature_match({layer!r})", windowed=True))]
+    )
 
 
 def _as_mask(mask: Tensor) -> Tensor:
@@ -478,30 +557,71 @@ def gram_match(layer: str, target_gram: Tensor, *, mask: Tensor | None = None) -
 
     `mask` (H, W), weights in [0, 1] over the image, restricts the Gram matrix to a region
     (the positions under the mask, area-averaged down to the layer's resolution), so that a
-    style applies there only; a step whose image has none of the region (a tile outside it)
-    adds nothing."""
+    style applies there only; an image with none of the region adds nothing.
+
+    Tiled, the Gram matrix is the whole image's: a first pass sums Σ m F Fᵀ and Σ m over the
+    tiles (`Objective.statistics`), and each tile then gets its share of the whole loss and
+    the gradient of the whole loss with respect to its own features (the loss linearized in
+    the tile's statistic), so a tiled step equals a whole-image step up to the tiles' edges."""
     want = target_gram.detach().clone()
     if want.dim() == 2:
         want = want[None]
     region = None if mask is None else _as_mask(mask)
 
-    def fn(inputs: Inputs) -> Tensor:
+    def sums(inputs: Inputs) -> tuple[Tensor, Tensor]:
+        """(B, C, C) Σ_p m_p F_p F_pᵀ and (B,) Σ_p m_p over this image (or tile)."""
         act = inputs.act(layer)
-        m = None
-        if region is not None:
-            m = _mask_at(region.to(act), inputs, (int(act.shape[-2]), int(act.shape[-1])))
-            if float(m.sum()) <= 0.0:
-                return act.sum() * 0.0
-        g = gram_matrix(act, m)
-        if g.shape[1:] != want.shape[1:]:
+        if act.dim() != 4:
             raise UserInputError(
-                f"layer {layer} has {g.shape[1]} channels, but the target Gram matrix is "
+                f"a Gram matrix needs (B, C, H, W) features, got {tuple(act.shape)}."
+            )
+        b, c, h, w = act.shape
+        if c != want.shape[-1]:
+            raise UserInputError(
+                f"layer {layer} has {c} channels, but the target Gram matrix is "
                 f"{tuple(want.shape[1:])}."
             )
-        return _relative(g, want.to(g).expand_as(g))
+        f = act.reshape(b, c, h * w)
+        core = None if inputs.window is None else inputs.window.core_weights((h, w))
+        if region is None and core is None:
+            return torch.bmm(f, f.transpose(1, 2)), torch.full((b,), float(h * w)).to(act)
+        m = torch.ones(1, 1, h, w).to(act)
+        if region is not None:
+            m = _mask_at(region.to(act), inputs, (h, w))
+        if core is not None:
+            m = m * core.to(act)
+        m = m.reshape(-1, 1, h * w).expand(b, 1, h * w)
+        return torch.bmm(f * m, f.transpose(1, 2)), m.sum(dim=(1, 2))
+
+    def stat(inputs: Inputs) -> Tensor:
+        s, n = sums(inputs)
+        return torch.cat([s.flatten(1), n[:, None]], dim=1).detach()  # (B, C·C + 1)
+
+    def fn(inputs: Inputs) -> Tensor:
+        s, n = sums(inputs)
+        goal = want.to(s)
+        if inputs.total is None:  # the whole image (or a tile on its own)
+            if float(n.sum()) <= 0.0:
+                return s.sum() * 0.0
+            loss = _relative(s / n.clamp(min=1e-12)[:, None, None], goal.expand_as(s))
+            window = inputs.window
+            return loss if window is None else loss * window.fraction
+        c = s.shape[-1]
+        total = inputs.total.to(s)
+        s_all = total[:, :-1].reshape(-1, c, c)  # (B, C, C), over every tile
+        n_all = total[:, -1]  # (B,)
+        if float(n_all.sum()) <= 0.0:
+            return s.sum() * 0.0
+        b = s_all.shape[0]
+        g_all = s_all / n_all.clamp(min=1e-12)[:, None, None]
+        a2 = goal.reshape(goal.shape[0], -1).pow(2).sum(dim=1).clamp(min=1e-12)  # ||A||²
+        loss = ((g_all - goal).reshape(b, -1).pow(2).sum(dim=1) / a2).mean()
+        grad = 2 * (g_all - goal) / (n_all.clamp(min=1e-12) * a2 * b)[:, None, None]
+        share = n.sum() / n_all.sum().clamp(min=1e-12)  # this tile's part of the positions
+        return loss * share + (grad * (s - s_all * share)).sum()
 
     text = f"gram_match({layer!r})" if mask is None else f"gram_match({layer!r}, mask=<region>)"
-    return _objective(fn, [layer], text)
+    return Objective([(1.0, _Leaf(fn, frozenset([layer]), text, stat=stat, windowed=True))])
 
 
 # ---- image priors (penalties) -------------------------------------------------------------------
@@ -572,18 +692,32 @@ def total_variation(beta: float = 2.0) -> Objective:
         raise UserInputError(f"beta must be a positive number, got {beta}.")
 
     def fn(inputs: Inputs) -> Tensor:
-        return _tv(inputs.image, beta)
+        return _pixel_mean(_tv(inputs.image, beta), inputs)
 
-    return _objective(fn, [], f"total_variation(beta={beta!r})")
+    text = f"total_variation(beta={beta!r})"
+    return Objective([(1.0, _Leaf(fn, frozenset(), text, windowed=True))])
 
 
 def _tv(x: Tensor, beta: float) -> Tensor:
+    """(B, 3, H, W): each pixel's ((Δx)² + (Δy)²)^(β/2), 0 differences past the end."""
     dx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))  # (B, 3, H, W), 0 at the end
     dy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
     sq = dx.pow(2) + dy.pow(2)
-    if beta == 2.0:
-        return sq.mean()
-    return (sq + 1e-12).pow(beta / 2).mean()
+    return sq if beta == 2.0 else (sq + 1e-12).pow(beta / 2)
+
+
+def _pixel_mean(t: Tensor, inputs: Inputs) -> Tensor:
+    """The mean of a per-pixel map (B, C, H, W) of the image; tiled, this tile's share of
+    the whole image's mean: exact with a halo (the core's sum over the whole image's count),
+    in proportion to the tile's pixels without."""
+    window = inputs.window
+    if window is None:
+        return t.mean()
+    core = window.core_weights((int(t.shape[-2]), int(t.shape[-1])))
+    if core is None:
+        return t.mean() * window.fraction
+    count = t.shape[0] * t.shape[1] * window.height * window.width
+    return (t * core.to(t)).sum() / count
 
 
 def blur_input_each_step(sigma: float = 0.5) -> Objective:

@@ -14,7 +14,9 @@ PGD's projection) or stop the run by returning False. The loop never prints, sho
 anything but the `checkpoint` it is asked to keep, from which `resume=True` continues
 exactly as if uninterrupted. A `tile` size optimizes images larger than memory allows: each
 step, the image is cut into tiles at a random offset and each tile's gradient is computed on
-its own. The model is left as it was: no hook, no `.grad`, the same `requires_grad` flags.
+its own; objectives see where the tile lies (`Inputs.window`), so the tiles' losses add up to
+the whole image's, Gram matrices included (summed over the tiles in a first pass). The model
+is left as it was: no hook, no `.grad`, the same `requires_grad` flags.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import itertools
 import json
 import math
 import time
@@ -125,7 +128,7 @@ def _lr_factor(schedule: Schedule, step: int, steps: int) -> float:
 
 
 def _check(
-    model: ConvModel, objective: Objective, steps: int, tile: int | None, align: int
+    model: ConvModel, objective: Objective, steps: int, tile: int | None, align: int, halo: int
 ) -> list[str]:
     if not isinstance(objective, Objective):
         raise UserInputError(f"the objective must be an Objective, not {type(objective).__name__}.")
@@ -137,6 +140,10 @@ def _check(
         raise UserInputError(f"the tile alignment must be at least 1 pixel, got {align!r}.")
     if tile is not None and tile % align:
         raise UserInputError(f"the tile ({tile} px) must be a multiple of its alignment {align}.")
+    if isinstance(halo, bool) or not isinstance(halo, int) or halo < 0 or halo % align:
+        raise UserInputError(
+            f"the tile halo must be 0 or more pixels, a multiple of {align}, got {halo!r}."
+        )
     layers = sorted(objective.layers - {OUTPUT})
     for layer in layers:
         model.resolve(layer)  # an unknown layer is a one-sentence error before any work
@@ -163,12 +170,31 @@ def _tiles(h: int, w: int, tile: int) -> list[tuple[int, int, int, int]]:
     return [(y, min(y + tile, h), x, min(x + tile, w)) for y in ys for x in xs]
 
 
-def tile_windows(h: int, w: int, tile: int, *, align: int = 1) -> list[Window]:
-    """One tiled step's windows over an h×w image: the image rolled by a random offset (a
-    multiple of `align` below `tile`, from torch's RNG), then cut into tiles of at most
-    `tile` px, so that the seams move every step. Together they cover every pixel once."""
+def _cuts(n: int, tile: int, offset: int) -> list[tuple[int, int]]:
+    """[a, b) spans of at most `tile` covering 0..n, the first cut at `offset`."""
+    edges = [0, *range(offset or tile, n, tile), n]
+    return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
+
+
+def tile_windows(h: int, w: int, tile: int, *, align: int = 1, halo: int = 0) -> list[Window]:
+    """One tiled step's windows over an h×w image, at a random offset (a multiple of
+    `align` below `tile`, from torch's RNG) so that the seams move every step.
+
+    Without a halo the image is rolled by the offset and cut into tiles of at most `tile`
+    px, which cover every pixel once (the edges wrap around: right for images that tile, as
+    DeepDream's may). With a `halo` the image is not rolled: its cores of at most `tile` px,
+    cut at the offset, cover every pixel once, and each tile's box adds `halo` px of context
+    on every side (inside the image), so that features over the core are the whole image's
+    own, exactly, when the halo covers the deepest layer's reach (half its receptive field)."""
     oy, ox = (int(v) * align for v in torch.randint(max(1, tile // align), (2,)))
-    return [Window(h, w, oy, ox, *box) for box in _tiles(h, w, tile)]
+    if halo == 0:
+        return [Window(h, w, oy, ox, *box) for box in _tiles(h, w, tile)]
+    windows = []
+    for y0, y1 in _cuts(h, tile, oy):
+        for x0, x1 in _cuts(w, tile, ox):
+            box = (max(0, y0 - halo), min(h, y1 + halo), max(0, x0 - halo), min(w, x1 + halo))
+            windows.append(Window(h, w, 0, 0, *box, core=(y0, y1, x0, x1)))
+    return windows
 
 
 class _Step:
@@ -184,15 +210,14 @@ class _Step:
         tile: int | None,
         precision: str,
         align: int = 1,
+        halo: int = 0,
     ) -> None:
         self.model, self.objective, self.param = model, objective, param
         self.transforms, self.probe, self.tile = transforms, probe, tile
         self.autocast = precision == "bf16"
-        self.align = align
+        self.align, self.halo = align, halo
 
-    def _value(
-        self, image: Tensor, window: Window | None = None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+    def _inputs(self, image: Tensor, window: Window | None) -> Inputs:
         x = image if self.transforms is None else self.transforms(image)
         model_input = self.model.preprocess.normalize(x)
         acts: Mapping[str, Tensor] = {}
@@ -205,24 +230,34 @@ class _Step:
                 output = self.model(model_input)
         if output is not None:
             output = output.float()
-        inputs = Inputs(acts, image, output, self.model.preprocess, window)
-        return self.objective.evaluate(inputs)
+        return Inputs(acts, image, output, self.model.preprocess, window)
 
     def __call__(self) -> tuple[float, dict[str, float]]:
         """Gradients of minus the objective in the parameters' `.grad`; (loss, losses)."""
         image = self.param()
         h, w = int(image.shape[-2]), int(image.shape[-1])
         if self.tile is None or max(h, w) <= self.tile:
-            value, losses = self._value(image)
+            value, losses = self.objective.evaluate(self._inputs(image, None))
             (-value).backward()  # type: ignore[no-untyped-call]
             return float(-value.detach()), {k: float(v) for k, v in losses.items()}
         # Tiles at a random offset: the seams move every step, so none stays.
-        windows = tile_windows(h, w, self.tile, align=self.align)
-        rolled = torch.roll(image, shifts=(windows[0].dy, windows[0].dx), dims=(-2, -1))
+        windows = tile_windows(h, w, self.tile, align=self.align, halo=self.halo)
+        rolled = image
+        if windows[0].dy or windows[0].dx:
+            rolled = torch.roll(image, shifts=(windows[0].dy, windows[0].dx), dims=(-2, -1))
+        totals: dict[int, Tensor] | None = None
+        if self.objective.has_statistics:  # first pass: whole-image statistics, no graph
+            totals = {}
+            with torch.no_grad():
+                for win in windows:
+                    part = rolled[..., win.y0 : win.y1, win.x0 : win.x1].detach()
+                    for k, stat in self.objective.statistics(self._inputs(part, win)).items():
+                        totals[k] = stat if k not in totals else totals[k] + stat
         total = 0.0
         summed: dict[str, float] = {}
         for k, win in enumerate(windows):
-            value, losses = self._value(rolled[..., win.y0 : win.y1, win.x0 : win.x1], win)
+            part = rolled[..., win.y0 : win.y1, win.x0 : win.x1]
+            value, losses = self.objective.evaluate(self._inputs(part, win), totals)
             (-value).backward(retain_graph=k < len(windows) - 1)  # type: ignore[no-untyped-call]
             total += float(-value.detach())
             for key, v in losses.items():
@@ -357,6 +392,7 @@ def optimize(
     preview_every: int | None = None,
     tile: int | None = None,
     tile_align: int = 1,
+    tile_halo: int = 0,
     precision: Literal["fp32", "bf16"] = "fp32",
     optimizer_state: Mapping[str, Any] | None = None,
     checkpoint: Path | None = None,
@@ -384,6 +420,9 @@ def optimize(
             objectives with whole-image targets see where each tile lies (`Inputs.window`).
         tile_align: the random offsets are multiples of this (a layer's stride, so that
             features cut from a whole-image target line up with the tile's own).
+        tile_halo: context around each tile, in pixels (see `tile_windows`): 0 rolls the
+            image and lets the edges wrap; half the deepest layer's receptive field makes a
+            tiled step equal to a whole-image step.
         precision: "bf16" runs the model under bfloat16 autocast (the objective in float32).
         optimizer_state: a `state_dict` to start the optimizer from (a coarser scale's
             moments, resized: `octaves.resize_optimizer_state`).
@@ -393,7 +432,7 @@ def optimize(
             match to be resumed.
         task: the name of the progress events.
     """
-    layers = _check(model, objective, steps, tile, tile_align)
+    layers = _check(model, objective, steps, tile, tile_align, tile_halo)
     if preview_every is not None and preview_every < 1:
         raise UserInputError(f"preview_every must be at least 1, got {preview_every}.")
     if checkpoint_every < 1:
@@ -425,7 +464,9 @@ def optimize(
             clone="auto",
             stop_early=not objective.needs_output,
         )
-    step_fn = _Step(model, objective, param, transforms, probe, tile, precision, tile_align)
+    step_fn = _Step(
+        model, objective, param, transforms, probe, tile, precision, tile_align, tile_halo
+    )
     base_lrs = [g["lr"] for g in opt.param_groups]
     losses: dict[str, float] = {}
     done = start
@@ -494,6 +535,7 @@ def estimate(
     lr: float = 0.05,
     tile: int | None = None,
     tile_align: int = 1,
+    tile_halo: int = 0,
     precision: Literal["fp32", "bf16"] = "fp32",
 ) -> StepEstimate:
     """Calibrate a run before it starts: two steps on a copy of `param` (the first warms up,
@@ -524,6 +566,7 @@ def estimate(
             lr=lr,
             tile=tile,
             tile_align=tile_align,
+            tile_halo=tile_halo,
             precision=precision,
             callbacks=[clock],
         )
@@ -550,6 +593,7 @@ class Run:
     callbacks: Sequence[Callback] = ()
     tile: int | None = None
     tile_align: int = 1
+    tile_halo: int = 0
     precision: Literal["fp32", "bf16"] = "fp32"
 
     def start(self, **kwargs: Any) -> SynthesisResult:
@@ -567,6 +611,7 @@ class Run:
             callbacks=self.callbacks,
             tile=self.tile,
             tile_align=self.tile_align,
+            tile_halo=self.tile_halo,
             precision=self.precision,
             **kwargs,
         )
@@ -581,5 +626,6 @@ class Run:
             lr=self.lr,
             tile=self.tile,
             tile_align=self.tile_align,
+            tile_halo=self.tile_halo,
             precision=self.precision,
         )

@@ -40,10 +40,10 @@ from convscope.models.base import ConvModel
 from convscope.synthesize.objectives import (
     Inputs,
     Objective,
-    custom,
     feature_match,
     gram_match,
     gram_matrix,
+    total_variation,
 )
 
 __all__ = [
@@ -177,17 +177,10 @@ def style_loss(targets: Sequence[StyleTarget]) -> Objective:
     return sum(parts[1:], parts[0]).named("style")
 
 
-def _tv(inputs: Inputs) -> Tensor:
-    x = inputs.image * 255.0
-    dx = x[..., :, 1:] - x[..., :, :-1]
-    dy = x[..., 1:, :] - x[..., :-1, :]
-    n = x.numel()
-    return (dx.pow(2).sum() + dy.pow(2).sum()) / n
-
-
 def tv_levels() -> Objective:
-    """The mean over pixels and channels of Δx² + Δy² in 0–255 levels (a penalty)."""
-    return custom(_tv, [], "tv_levels()").named("tv")
+    """The mean over pixels and channels of Δx² + Δy² in 0–255 levels (a penalty): 255² times
+    `total_variation(2)` on the [0, 1] image."""
+    return (255.0**2 * total_variation(2.0)).named("tv")
 
 
 def perceptual(
