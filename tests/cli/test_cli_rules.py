@@ -49,6 +49,8 @@ VISUALIZE = ["-m", "tiny", "--layer", "relu1", "--channel", "0", "--steps", "3",
 
 INVERT = ["--size", "16", "--steps", "2"]
 DREAM = ["--size", "24", "--octaves", "1", "--steps", "2"]
+TEXTURE = ["-m", "tiny", "--layers", "relu1,act", "--size", "16", "--steps", "2"]
+STYLE = ["-m", "tiny", "--content-layers", "act", "--style-layers", "relu1,act", "--size", "24"]
 
 # command → (its arguments with the outputs as {option: file name}, the outputs)
 Runner = Callable[[Path, dict[str, Path]], list[str]]
@@ -100,6 +102,11 @@ COMMANDS: dict[str, tuple[Runner, dict[str, str]]] = {
     "dream": (
         lambda d, o: ["dream", "coffee", "-m", "tiny", "-l", "act", *DREAM],
         {"--out": "d.png"},
+    ),
+    "texture": (lambda d, o: ["texture", "brick", *TEXTURE], {"--out": "tx.png"}),
+    "style": (
+        lambda d, o: ["style", "coffee", "brick", *STYLE, "--steps", "2"],
+        {"--out": "st.png"},
     ),
     "reproduce": (lambda d, o: ["reproduce", str(d / "v.png")], {"--out": "r.png"}),
     "demo": (lambda d, o: ["demo", "--sections", "layers"], {"--out": "gallery"}),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
+import math
 from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
@@ -44,6 +45,8 @@ __all__ = [
     "library_default",
     "open_model",
     "out",
+    "parse_floats",
+    "parse_layers",
     "progress_bar",
     "resume_notice",
     "write_json",
@@ -137,6 +140,28 @@ def library_constant(module: str, name: str) -> Any:
     value = _constants(_module_tree(module))[name]
     LIBRARY_DEFAULTS.append((module, name, value))
     return value
+
+
+# ---- parsing -----------------------------------------------------------------------------------
+def parse_layers(spec: str) -> list[str]:
+    """ "relu2_2, relu5_3" → ["relu2_2", "relu5_3"] (empty parts dropped)."""
+    return [p.strip() for p in spec.split(",") if p.strip()]
+
+
+def parse_floats(spec: str, option: str) -> list[float]:
+    """ "3,7" → [3.0, 7.0]; anything that is not a finite number is a one-sentence error."""
+    values = []
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        try:
+            v = float(part)
+        except ValueError:
+            raise UserInputError(f"{option} takes numbers like 3,7, not {part!r}.") from None
+        if not math.isfinite(v):
+            raise UserInputError(f"{option} takes finite numbers, not {part}.")
+        values.append(v)
+    if not values:
+        raise UserInputError(f"{option} names no number; give numbers like 3,7.")
+    return values
 
 
 # ---- checks ------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from convscope.cli.common import (
     library_default,
     open_model,
     out,
+    parse_layers,
     progress_bar,
     write_json,
 )
@@ -30,14 +31,9 @@ from convscope.cli.options import (
 from convscope.cli.synthesis import DryRunOpt, recipe_text, report_estimate, save_synthesis, wrote
 from convscope.errors import Interrupted
 
-__all__ = ["invert_cmd", "parse_layers"]
+__all__ = ["invert_cmd"]
 
 _INVERT = "convscope.synthesize.recipes.invert:invert"
-
-
-def parse_layers(spec: str) -> list[str]:
-    """ "relu2_2, relu5_3" → ["relu2_2", "relu5_3"] (empty parts dropped)."""
-    return [p.strip() for p in spec.split(",") if p.strip()]
 
 
 @app.command("invert")

@@ -29,6 +29,8 @@ from convscope.cli import visualize  # noqa: F401
 from convscope.cli import adversarial  # noqa: F401
 from convscope.cli import invert  # noqa: F401
 from convscope.cli import dream  # noqa: F401
+from convscope.cli import texture  # noqa: F401
+from convscope.cli import style  # noqa: F401
 from convscope.cli import reproduce  # noqa: F401
 from convscope.cli import demo  # noqa: F401
 

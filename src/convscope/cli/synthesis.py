@@ -101,13 +101,14 @@ def recipe_text(
     ctx: typer.Context,
     *,
     recipe: str,
-    model: ConvModel,
+    model: ConvModel | None,
     seed: int,
     extra: Mapping[str, Any] | None = None,
     leave_out: Sequence[str] = (),
 ) -> dict[str, str]:
-    """The PNG text that records how an image was made. `leave_out` names more parameters
-    the recorded command drops (other outputs, which a reproduction must not overwrite)."""
+    """The PNG text that records how an image was made (`model` None for a method that uses
+    no network). `leave_out` names more parameters the recorded command drops (other
+    outputs, which a reproduction must not overwrite)."""
     import torch
 
     from convscope import __version__
@@ -115,8 +116,8 @@ def recipe_text(
     payload = {
         "recipe": recipe,
         "command": recorded_command(ctx, leave_out=(*NOT_RECORDED, *leave_out)),
-        "model": model.name,
-        "weights": str(model.source),
+        "model": None if model is None else model.name,
+        "weights": None if model is None else str(model.source),
         "seed": seed,
         "convscope": __version__,
         "torch": torch.__version__,
