@@ -23,7 +23,9 @@ from convscope.gallery import (
     feature_space,
     filters,
     layer_table,
+    style,
     synthesis,
+    texture,
     top_patches,
 )
 from convscope.gallery.context import DemoContext
@@ -63,6 +65,10 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("synthesis", "Synthesis",
                 "class visualization per preset, diverse images, adversarial, inversion, dream",
                 synthesis.section),
+    SectionSpec("texture", "Texture synthesis",
+                "Gram-matrix textures layer by layer; Efros-Leung beside them", texture.section),
+    SectionSpec("style", "Style transfer",
+                "two styles, the style scale, a blend, original colours", style.section),
     SectionSpec("layers", "Layers", "VGG16's layer names and aliases", layer_table.section),
 )
 # fmt: on

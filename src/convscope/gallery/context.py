@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
-from convscope.data.images import save_png
+from convscope.data.images import load_image, save_png
+from convscope.data.samples import load_sample
 from convscope.errors import WeightsUnavailableError
 from convscope.events import ProgressCallback, no_progress
 from convscope.models import ConvModel, load_model
 from convscope.render.html import Figure
 
-__all__ = ["DemoContext"]
+__all__ = ["CLASSIC_IMAGES", "DemoContext", "classic_or_sample"]
+
+CLASSIC_IMAGES = "CONVSCOPE_CLASSIC_IMAGES"
+"""The environment variable naming a folder with neural-style's classic images
+(`styles/starry_night.jpg`, `content/golden_gate.jpg`, …); default `../shared/data`."""
+
+
+def classic_or_sample(relative: str, sample: str) -> tuple[Tensor, str]:
+    """(3, H, W) and its name: the classic image `relative` (e.g. "styles/the_scream.jpg")
+    when that folder has it, else the bundled sample `sample`, so the demo runs anywhere."""
+    root = Path(os.environ.get(CLASSIC_IMAGES, "../shared/data"))
+    path = root / relative
+    if path.is_file():
+        return load_image(path), path.stem.replace("_", " ")
+    return load_sample(sample), sample
 
 
 @dataclass
