@@ -204,3 +204,11 @@ def test_a_tile_smaller_than_the_receptive_field_is_refused(
     assert code == 2, err
     assert "receptive field of the deepest layer (132 px)" in assert_one_sentence(err)
     assert not out.exists()
+
+
+def test_tiled_runs_ask_glibc_to_return_freed_memory() -> None:
+    import sys
+
+    from convscope.cli.common import return_freed_memory
+
+    assert return_freed_memory() is sys.platform.startswith("linux")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import ctypes
 import json
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
@@ -143,6 +145,23 @@ def library_constant(module: str, name: str) -> Any:
 
 
 # ---- parsing -----------------------------------------------------------------------------------
+def return_freed_memory() -> bool:
+    """Make glibc give large freed buffers back to the system at once (a fixed mmap
+    threshold of 1 MB), for tiled runs; True where it took effect.
+
+    Tiles come in several sizes; by default glibc raises its mmap threshold after the first
+    large buffer is freed and then keeps freed memory for reuse, so a tiled run's resident
+    memory creeps up towards an untiled one's (measured: `bench/style.py --memory`). A
+    process-wide setting, so the command line makes it, never the library."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(-3, 1024 * 1024))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def parse_layers(spec: str) -> list[str]:
     """ "relu2_2, relu5_3" → ["relu2_2", "relu5_3"] (empty parts dropped)."""
     return [p.strip() for p in spec.split(",") if p.strip()]

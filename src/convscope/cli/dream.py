@@ -14,6 +14,7 @@ from convscope.cli.common import (
     library_default,
     open_model,
     progress_bar,
+    return_freed_memory,
 )
 from convscope.cli.options import (
     MAX_PIXELS_DEFAULT,
@@ -194,6 +195,8 @@ def dream_cmd(
         tile=tile,
         size=size,
     )
+    if tile is not None:
+        return_freed_memory()
     if dry_run:
         plan = plan_dream(cm, picture, layer, **options)
         n = 1 if frames is None else frames

@@ -17,6 +17,7 @@ from convscope.cli.common import (
     parse_floats,
     parse_layers,
     progress_bar,
+    return_freed_memory,
     write_json,
 )
 from convscope.cli.options import (
@@ -182,8 +183,10 @@ def style_cmd(
         int | None,
         typer.Option(
             "--tile",
-            help="Optimize in tiles of at most TILE px at a random offset each step, for "
-            "outputs larger than memory allows (needs --optimizer adam).",
+            help="Optimize in tiles of at most TILE px at a random offset each step, each "
+            "with a halo of half the deepest layer's receptive field, so a step equals the "
+            "whole image's, for outputs larger than memory allows (needs --optimizer adam; "
+            "the output's sides are rounded to the layer's stride).",
         ),
     ] = None,
     dream_weight: Annotated[
@@ -264,6 +267,8 @@ def style_cmd(
         dream_layer=dream_layer,
         precision=precision.value,
     )
+    if tile is not None:
+        return_freed_memory()
     plan = plan_style(cm, content_img, style_imgs, **options)
     if dry_run:
         for k, (h, w) in enumerate(plan.sizes):

@@ -240,11 +240,16 @@ class _Step:
             value, losses = self.objective.evaluate(self._inputs(image, None))
             (-value).backward()  # type: ignore[no-untyped-call]
             return float(-value.detach()), {k: float(v) for k, v in losses.items()}
-        # Tiles at a random offset: the seams move every step, so none stays.
+        # Tiles at a random offset: the seams move every step, so none stays. The tiles read
+        # a detached copy of the image, so each tile's graph (and its saved activations) is
+        # freed by its own backward; their gradients meet in the copy's `.grad`, which then
+        # flows back through the parameterization once.
         windows = tile_windows(h, w, self.tile, align=self.align, halo=self.halo)
-        rolled = image
-        if windows[0].dy or windows[0].dx:
-            rolled = torch.roll(image, shifts=(windows[0].dy, windows[0].dx), dims=(-2, -1))
+        shift = (windows[0].dy, windows[0].dx)
+        rolled = image.detach()
+        if any(shift):
+            rolled = torch.roll(rolled, shifts=shift, dims=(-2, -1))
+        rolled.requires_grad_(True)
         totals: dict[int, Tensor] | None = None
         if self.objective.has_statistics:  # first pass: whole-image statistics, no graph
             totals = {}
@@ -255,14 +260,21 @@ class _Step:
                         totals[k] = stat if k not in totals else totals[k] + stat
         total = 0.0
         summed: dict[str, float] = {}
-        for k, win in enumerate(windows):
+        for win in windows:
             part = rolled[..., win.y0 : win.y1, win.x0 : win.x1]
             value, losses = self.objective.evaluate(self._inputs(part, win), totals)
-            (-value).backward(retain_graph=k < len(windows) - 1)  # type: ignore[no-untyped-call]
+            (-value).backward()  # type: ignore[no-untyped-call]
             total += float(-value.detach())
             for key, v in losses.items():
                 summed[key] = summed.get(key, 0.0) + float(v)
-            del value, losses  # the tile's graph goes before the next tile's forward
+            del value, losses
+            if self.probe is not None:  # the tile's activations go before the next forward
+                self.probe.activations.clear()
+        grad = rolled.grad
+        assert grad is not None
+        if any(shift):
+            grad = torch.roll(grad, shifts=(-shift[0], -shift[1]), dims=(-2, -1))
+        image.backward(grad)  # type: ignore[no-untyped-call]
         return total, summed
 
 
