@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +45,19 @@ def _env(sleep: float) -> dict[str, str]:
     env["OMP_NUM_THREADS"] = "1"  # the same arithmetic in every run, and kind to shared cores
     env["CONVSCOPE_TEST_SLEEP"] = str(sleep)
     return env
+
+
+@pytest.fixture(autouse=True)
+def _interruptible_children() -> Iterator[None]:
+    """Children that Ctrl-C reaches, as in a terminal. Under a shell's background job (`cmd
+    &`, as some CI runners start the tests) SIGINT is ignored, and an ignored signal stays
+    ignored across exec, so the CLI would rightly keep ignoring it; a handled one is reset to
+    the default in the child."""
+    before = signal.getsignal(signal.SIGINT)
+    if before is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 def _start(args: list[str], *, sleep: float = SLEEP) -> subprocess.Popen[str]:
