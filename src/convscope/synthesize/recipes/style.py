@@ -87,6 +87,7 @@ __all__ = [
     "PRECISIONS",
     "StylePlan",
     "StyleResult",
+    "choose_precision",
     "multiscale_sizes",
     "output_size",
     "plan_style",
@@ -133,6 +134,16 @@ def multiscale_sizes(size: tuple[int, int], *, start: int = MIN_SCALE) -> list[t
     while sides[-1] // 2 >= start:
         sides.append(sides[-1] // 2)
     return [output_size(size, s) for s in reversed(sides)]
+
+
+def choose_precision(precision: str, device: torch.device) -> Literal["fp32", "bf16"]:
+    """ "auto" → "bf16" where `device` runs bfloat16 natively (`fast_dtype`), else "fp32";
+    "fp32" and "bf16" as given; anything else is an error."""
+    if precision not in PRECISIONS:
+        raise UserInputError(f"--precision must be auto, fp32 or bf16, got {precision!r}.")
+    if precision == "auto":
+        return "bf16" if fast_dtype(device) is torch.bfloat16 else "fp32"
+    return "bf16" if precision == "bf16" else "fp32"
 
 
 def _near(n: int, k: int) -> int:
@@ -376,11 +387,7 @@ def plan_style(
         from convscope.synthesize.colors import color_transfer as recolor
 
         style_imgs = [recolor(s, content_img, color_transfer) for s in style_imgs]
-    chosen: Literal["fp32", "bf16"]
-    if precision == "auto":
-        chosen = "bf16" if fast_dtype(net.device) is torch.bfloat16 else "fp32"
-    else:
-        chosen = "bf16" if precision == "bf16" else "fp32"
+    chosen = choose_precision(precision, net.device)
     return StylePlan(
         model=net,
         content=content_img,

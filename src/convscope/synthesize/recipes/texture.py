@@ -26,12 +26,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from convscope.device import fast_dtype
 from convscope.errors import UserInputError
 from convscope.events import Progress, ProgressCallback, no_progress
 from convscope.models.base import ConvModel, check_image_batch
@@ -47,7 +46,7 @@ from convscope.synthesize.perceptual import (
     perceptual,
     style_grams,
 )
-from convscope.synthesize.recipes.style import LR, PRECISIONS, output_size
+from convscope.synthesize.recipes.style import LR, PRECISIONS, choose_precision, output_size
 from convscope.synthesize.transforms import Roll
 
 if TYPE_CHECKING:
@@ -157,11 +156,7 @@ def plan_texture(
     with seeded(seed):
         start = (mean + NOISE_SD * torch.randn(1, 3, *hw)).clamp(0.0, 1.0)
     param = ImageParam(PixelImage(hw, init=start), decorrelate=False, activation="none")
-    chosen: Literal["fp32", "bf16"]
-    if precision == "auto":
-        chosen = "bf16" if fast_dtype(net.device) is torch.bfloat16 else "fp32"
-    else:
-        chosen = "bf16" if precision == "bf16" else "fp32"
+    chosen = choose_precision(precision, net.device)
     return Run(
         net,
         objective,
