@@ -1,0 +1,227 @@
+"""Johnson et al.'s feed-forward style network (2016), with Ulyanov et al.'s instance norm, and
+Dumoulin et al.'s conditional instance norm (2017) for many styles in one network:
+
+    net = TransformerNet()                              # one style, instance norm
+    net = TransformerNet(norm="batch")                  # the lecture's comparison
+    net = TransformerNet(norm="conditional", styles=4)  # four styles, blendable
+    y = net(x, style=2)                                 # x, y: (B, 3, H, W) in [0, 1]
+    y = net(x, style=[0.3, 0.7, 0, 0])                  # a blend, normalized to sum 1
+
+The architecture: reflection padding everywhere; a 9×9 conv to 32 channels, two stride-2 3×3
+convs to 64 and 128; five residual blocks of two 3×3 convs; two upsamplings by
+nearest-neighbour ×2 then a 3×3 conv (no transposed convs, so no checkerboard artifacts), to
+64 and 32 channels; a 9×9 conv to 3. Every conv but the last is followed by the norm and a
+ReLU (the residual blocks' second conv by the norm alone).
+
+- **Sizes.** Any input of at least 32 px a side: it is reflection-padded to a multiple of 4 (the
+  two strides) and the output cropped back, so the output has the input's size.
+- **Range.** Images are in [0, 1]; the output is not clamped (training needs its gradient),
+  so clamp it to show or save it (`stylize` does).
+- **Conditional instance norm.** Each norm layer holds one scale γₛ and shift βₛ per style;
+  a blend with weights wₛ uses Σ wₛγₛ and Σ wₛβₛ. Weights are non-negative and normalized to
+  sum 1 (`perceptual.blend_weights`, as `convscope style --style-blend-weights`); all zeros
+  is an error. A style index is the one-hot blend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from convscope.errors import UserInputError
+from convscope.synthesize.perceptual import blend_weights
+
+__all__ = [
+    "MIN_SIDE",
+    "NORMS",
+    "ConditionalInstanceNorm",
+    "Norm",
+    "StyleChoice",
+    "TransformerNet",
+    "style_weights",
+]
+
+NORMS: tuple[str, ...] = ("instance", "batch", "conditional")
+Norm = Literal["instance", "batch", "conditional"]
+MIN_SIDE = 32
+"""The smallest input side, in pixels."""
+StyleChoice = int | Sequence[float] | Tensor | None
+
+
+class ConditionalInstanceNorm(nn.Module):
+    """Instance norm with a scale and a shift per style (Dumoulin et al. 2017): for style
+    weights w (B, N), summing to 1, y = (x − μ) / σ · (w γ) + (w β)."""
+
+    def __init__(self, channels: int, styles: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        if styles < 1:
+            raise UserInputError(f"a conditional network needs at least 1 style, got {styles}.")
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(styles, channels))  # γ (N, C)
+        self.shift = nn.Parameter(torch.zeros(styles, channels))  # β (N, C)
+
+    @property
+    def styles(self) -> int:
+        return int(self.scale.shape[0])
+
+    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+        normalized = F.instance_norm(x, eps=self.eps)  # (B, C, H, W)
+        gamma = weights.to(x) @ self.scale  # (B, C)
+        beta = weights.to(x) @ self.shift
+        return normalized * gamma[:, :, None, None] + beta[:, :, None, None]
+
+
+class _Norm(nn.Module):
+    """One of the three norms behind one call, `(x, weights)`."""
+
+    def __init__(self, kind: Norm, channels: int, styles: int) -> None:
+        super().__init__()
+        self.kind = kind
+        self.norm: nn.Module
+        if kind == "instance":
+            self.norm = nn.InstanceNorm2d(channels, affine=True)
+        elif kind == "batch":
+            self.norm = nn.BatchNorm2d(channels)
+        else:
+            self.norm = ConditionalInstanceNorm(channels, styles)
+
+    def forward(self, x: Tensor, weights: Tensor | None) -> Tensor:
+        if self.kind == "conditional":
+            assert weights is not None
+            out: Tensor = self.norm(x, weights)
+            return out
+        out = self.norm(x)
+        return out
+
+
+class _Conv(nn.Module):
+    """Reflection padding, then a conv (after a nearest-neighbour ×2 upsampling if asked)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, up: bool = False):
+        super().__init__()
+        self.up = up
+        self.pad = nn.ReflectionPad2d(kernel // 2)
+        self.conv = nn.Conv2d(cin, cout, kernel, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.up:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        out: Tensor = self.conv(self.pad(x))
+        return out
+
+
+class _ConvNormReLU(nn.Module):
+    def __init__(
+        self, cin: int, cout: int, kernel: int, norm: Norm, styles: int, *, stride: int = 1,
+        up: bool = False, relu: bool = True,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.conv = _Conv(cin, cout, kernel, stride, up)
+        self.norm = _Norm(norm, cout, styles)
+        self.relu = relu
+
+    def forward(self, x: Tensor, weights: Tensor | None) -> Tensor:
+        y = self.norm(self.conv(x), weights)
+        return F.relu(y) if self.relu else y
+
+
+class _Residual(nn.Module):
+    def __init__(self, channels: int, norm: Norm, styles: int) -> None:
+        super().__init__()
+        self.first = _ConvNormReLU(channels, channels, 3, norm, styles)
+        self.second = _ConvNormReLU(channels, channels, 3, norm, styles, relu=False)
+
+    def forward(self, x: Tensor, weights: Tensor | None) -> Tensor:
+        y: Tensor = self.second(self.first(x, weights), weights)
+        return x + y
+
+
+def style_weights(style: StyleChoice, styles: int, batch: int) -> Tensor:
+    """(batch, styles) blend weights from a style index, a weight per style (normalized to
+    sum 1) or a (batch, styles) tensor of weights (each row normalized); None is the first
+    style (of one)."""
+    if style is None:
+        if styles != 1:
+            raise UserInputError(
+                f"this network holds {styles} styles; choose one (an index from 0 to "
+                f"{styles - 1}) or give blend weights."
+            )
+        return torch.ones(batch, 1)
+    if isinstance(style, bool):
+        raise UserInputError(f"a style is an index or blend weights, not {style!r}.")
+    if isinstance(style, int):
+        if not 0 <= style < styles:
+            raise UserInputError(
+                f"style {style} is out of range: this network holds styles 0 to {styles - 1}."
+            )
+        return F.one_hot(torch.full((batch,), style), styles).float()
+    if isinstance(style, Tensor) and style.dim() == 2:
+        if tuple(style.shape) != (batch, styles):
+            raise UserInputError(
+                f"blend weights for a batch must be ({batch}, {styles}), got {tuple(style.shape)}."
+            )
+        rows = [blend_weights(row.tolist(), styles) for row in style.detach().float().cpu()]
+        return torch.tensor(rows, dtype=torch.float32)
+    values = style.tolist() if isinstance(style, Tensor) else list(style)
+    return torch.tensor([blend_weights(values, styles)] * batch, dtype=torch.float32)
+
+
+class TransformerNet(nn.Module):
+    """The feed-forward style network (see the module docstring)."""
+
+    def __init__(self, norm: Norm = "instance", styles: int = 1) -> None:
+        super().__init__()
+        if norm not in NORMS:
+            raise UserInputError(f"--norm must be instance, batch or conditional, got {norm!r}.")
+        if isinstance(styles, bool) or not isinstance(styles, int) or styles < 1:
+            raise UserInputError(f"a network holds at least 1 style, got {styles!r}.")
+        if norm != "conditional" and styles != 1:
+            raise UserInputError(
+                f"{styles} styles in one network need norm='conditional', not {norm!r}."
+            )
+        self.norm_kind: Norm = norm
+        self.styles = styles
+        self.down = nn.ModuleList(
+            [
+                _ConvNormReLU(3, 32, 9, norm, styles),
+                _ConvNormReLU(32, 64, 3, norm, styles, stride=2),
+                _ConvNormReLU(64, 128, 3, norm, styles, stride=2),
+            ]
+        )
+        self.residuals = nn.ModuleList([_Residual(128, norm, styles) for _ in range(5)])
+        self.up = nn.ModuleList(
+            [
+                _ConvNormReLU(128, 64, 3, norm, styles, up=True),
+                _ConvNormReLU(64, 32, 3, norm, styles, up=True),
+            ]
+        )
+        self.out = _Conv(32, 3, 9)
+
+    def forward(self, x: Tensor, style: StyleChoice = None) -> Tensor:
+        """(B, 3, H, W) in [0, 1] → the stylized (B, 3, H, W), unclamped."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise UserInputError(f"the network takes (B, 3, H, W) images, got {tuple(x.shape)}.")
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        if min(h, w) < MIN_SIDE:
+            raise UserInputError(
+                f"the input is {w}x{h}; the style network needs at least {MIN_SIDE} px a side."
+            )
+        weights = None
+        if self.norm_kind == "conditional":
+            weights = style_weights(style, self.styles, int(x.shape[0])).to(x.device)
+        elif style is not None and not (type(style) is int and style == 0):
+            raise UserInputError("this network holds one style; give no style or style 0.")
+        ph, pw = -h % 4, -w % 4  # to a multiple of the two strides
+        y = F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
+        for layer in self.down:
+            y = layer(y, weights)
+        for block in self.residuals:
+            y = block(y, weights)
+        for layer in self.up:
+            y = layer(y, weights)
+        out: Tensor = self.out(y)
+        return out[..., :h, :w]
