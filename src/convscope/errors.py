@@ -7,7 +7,9 @@ sentence on stderr and exit code 2. Anything else is an internal error (exit cod
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "ConvscopeError",
@@ -15,6 +17,8 @@ __all__ = [
     "UnknownNameError",
     "UserInputError",
     "WeightsUnavailableError",
+    "check_number",
+    "check_whole",
     "closest",
 ]
 
@@ -78,3 +82,19 @@ def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
         if lower[m] not in hits
     ]
     return hits[:n]
+
+
+def check_whole(value: Any, what: str, least: int = 1) -> int:
+    """`value` if it is a whole number (not a bool) of at least `least`; else one sentence."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise UserInputError(f"{what} must be a whole number of at least {least}, got {value!r}.")
+    return value
+
+
+def check_number(value: Any, what: str, *, zero: bool = True) -> float:
+    """`value` as a float if it is a finite number of 0 or more (above 0 unless `zero`)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not zero):
+        need = "0 or more" if zero else "above 0"
+        raise UserInputError(f"{what} must be a number {need}, got {value!r}.")
+    return float(value)

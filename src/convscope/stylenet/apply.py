@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from convscope.errors import UserInputError
+from convscope.errors import UserInputError, check_whole
 from convscope.events import Progress, ProgressCallback, no_progress
 from convscope.models.base import check_image_batch
 from convscope.stylenet.net import MIN_SIDE, StyleChoice, TransformerNet
@@ -70,8 +70,7 @@ def stylize(
 ) -> list[Tensor]:
     """Each image (3, H, W) or (B, 3, H, W) in [0, 1], stylized: a list of (3, H, W) in
     [0, 1], in the inputs' order (see the module docstring)."""
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise UserInputError(f"--batch must be a whole number of at least 1, got {batch!r}.")
+    check_whole(batch, "--batch")
     bad_size = isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIDE
     if size is not None and bad_size:
         raise UserInputError(f"--size must be at least {MIN_SIDE} pixels, got {size!r}.")

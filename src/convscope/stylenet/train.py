@@ -28,7 +28,6 @@ will be set from the longer runs that train the shipped model.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from convscope.errors import UserInputError
+from convscope.errors import UserInputError, check_number, check_whole
 from convscope.events import Progress, ProgressCallback, no_progress
 from convscope.models.base import ConvModel, check_image_batch
 from convscope.probe import Probe
@@ -59,19 +58,6 @@ class StyleNetResult:
     net: TransformerNet
     history: list[dict[str, float]]  # per step: loss, content, style, tv, and the style index
     config: dict[str, Any] = field(default_factory=dict)
-
-
-def _number(value: Any, what: str, *, zero: bool) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not zero):
-        raise UserInputError(f"{what} must be a number {'0 or more' if zero else 'above 0'}.")
-    return float(value)
-
-
-def _whole(value: Any, what: str, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise UserInputError(f"{what} must be a whole number of at least {least}, got {value!r}.")
-    return value
 
 
 def _crop(image: Tensor, size: int, g: torch.Generator) -> Tensor:
@@ -113,18 +99,18 @@ def train_stylenet(
         raise UserInputError("there are no content images to train on.")
     if norm != "conditional" and len(styles) > 1:
         raise UserInputError(f"{len(styles)} styles need --norm conditional, not {norm!r}.")
-    size = _whole(size, "--size", MIN_SIDE)
-    batch = _whole(batch, "--batch", 1)
-    steps = _whole(steps, "--steps", 1)
-    seed = _whole(seed, "--seed", 0)
-    rate = _number(lr, "--lr", zero=False)
+    size = check_whole(size, "--size", MIN_SIDE)
+    batch = check_whole(batch, "--batch", 1)
+    steps = check_whole(steps, "--steps", 1)
+    seed = check_whole(seed, "--seed", 0)
+    rate = check_number(lr, "--lr", zero=False)
     weights = {
-        "content": _number(content_weight, "--content-weight", zero=True),
-        "style": _number(style_weight, "--style-weight", zero=False),
-        "tv": _number(tv_weight, "--tv-weight", zero=True),
+        "content": check_number(content_weight, "--content-weight", zero=True),
+        "style": check_number(style_weight, "--style-weight", zero=False),
+        "tv": check_number(tv_weight, "--tv-weight", zero=True),
     }
     if style_size is not None:
-        style_size = _whole(style_size, "--style-size", MIN_SIDE)
+        style_size = check_whole(style_size, "--style-size", MIN_SIDE)
     layers = [str(n) for n in style_layers]
     if not layers:
         raise UserInputError("--style-layers names no layer.")

@@ -50,7 +50,6 @@ size and any layer set.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -59,7 +58,7 @@ import torch
 from torch import Tensor
 
 from convscope.device import fast_dtype
-from convscope.errors import UserInputError
+from convscope.errors import UserInputError, check_number, check_whole
 from convscope.events import Progress, ProgressCallback, no_progress
 from convscope.models.base import ConvModel, check_image_batch
 from convscope.models.pooling import with_pooling
@@ -102,20 +101,6 @@ LR: dict[str, float] = {"lbfgs": 1.0, "adam": 0.02}
 MIN_SCALE = 256
 """The long side of multiscale's first scale (or the output's, if smaller)."""
 NOISE_SD = 0.1
-
-
-def _positive_int(value: Any, what: str, least: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise UserInputError(f"{what} must be a whole number of at least {least}, got {value!r}.")
-    return value
-
-
-def _weight(value: Any, what: str, *, zero: bool = True) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not zero):
-        need = "0 or more" if zero else "above 0"
-        raise UserInputError(f"{what} must be a number {need}, got {value!r}.")
-    return float(value)
 
 
 def output_size(image_hw: tuple[int, int], size: int) -> tuple[int, int]:
@@ -324,20 +309,19 @@ def plan_style(
     if not styles:
         raise UserInputError("give at least one style image.")
     style_imgs = [_as_image(s, "style image") for s in styles]
-    size = _positive_int(size, "--size", 16)
-    steps = _positive_int(steps, "--steps")
-    seed = _positive_int(seed, "--seed", 0)
-    cw = _weight(content_weight, "--content-weight")
-    sw = _weight(style_weight, "--style-weight", zero=False)
-    tw = _weight(tv_weight, "--tv-weight")
-    dw = _weight(dream_weight, "--dream-weight")
-    scale = _weight(style_scale, "--style-scale", zero=False)
+    size = check_whole(size, "--size", 16)
+    steps = check_whole(steps, "--steps")
+    seed = check_whole(seed, "--seed", 0)
+    cw = check_number(content_weight, "--content-weight")
+    sw = check_number(style_weight, "--style-weight", zero=False)
+    tw = check_number(tv_weight, "--tv-weight")
+    dw = check_number(dream_weight, "--dream-weight")
+    scale = check_number(style_scale, "--style-scale", zero=False)
     weights = blend_weights(blend, len(style_imgs))
     if optimizer not in LR:
         raise UserInputError(f"--optimizer must be lbfgs or adam, got {optimizer!r}.")
-    rate = LR[optimizer] if lr is None else _weight(lr, "--lr", zero=False)
-    if precision not in PRECISIONS:
-        raise UserInputError(f"--precision must be auto, fp32 or bf16, got {precision!r}.")
+    rate = LR[optimizer] if lr is None else check_number(lr, "--lr", zero=False)
+    chosen = choose_precision(precision, model.device)
     if isinstance(init, str) and init not in INITS:
         raise UserInputError(f"--init must be content, noise, style or an image, got {init!r}.")
     init_img: str | Tensor = init if isinstance(init, str) else _as_image(init, "--init image")
@@ -363,7 +347,7 @@ def plan_style(
         check_size(net, s_layers, hw_s, "style image at this --style-scale")
     align, halo = 1, 0
     if tile is not None:
-        tile = _positive_int(tile, "--tile", 8)
+        tile = check_whole(tile, "--tile", 8)
         if optimizer != "adam":
             raise UserInputError(
                 "--tile needs --optimizer adam: L-BFGS needs the same loss at every "
@@ -387,7 +371,6 @@ def plan_style(
         from convscope.synthesize.colors import color_transfer as recolor
 
         style_imgs = [recolor(s, content_img, color_transfer) for s in style_imgs]
-    chosen = choose_precision(precision, net.device)
     return StylePlan(
         model=net,
         content=content_img,

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from convscope.errors import UserInputError
+from convscope.errors import UserInputError, check_number, check_whole
 from convscope.events import Progress, ProgressCallback, no_progress
 from convscope.models.base import ConvModel, check_image_batch
 from convscope.models.pooling import with_pooling
@@ -46,7 +46,7 @@ from convscope.synthesize.perceptual import (
     perceptual,
     style_grams,
 )
-from convscope.synthesize.recipes.style import LR, PRECISIONS, choose_precision, output_size
+from convscope.synthesize.recipes.style import LR, choose_precision, output_size
 from convscope.synthesize.transforms import Roll
 
 if TYPE_CHECKING:
@@ -130,17 +130,12 @@ def plan_texture(
         model.resolve(n)
     hw = _hw(size)
     exemplar = _exemplar(image, style_size)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise UserInputError(f"--steps must be at least 1, got {steps!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UserInputError(f"--seed must be a whole number of at least 0, got {seed!r}.")
+    check_whole(steps, "--steps")
+    check_whole(seed, "--seed", 0)
     if optimizer not in LR:
         raise UserInputError(f"--optimizer must be lbfgs or adam, got {optimizer!r}.")
-    rate = LR[optimizer] if lr is None else float(lr)
-    if not (rate > 0 and rate < float("inf")):
-        raise UserInputError(f"--lr must be a number above 0, got {lr!r}.")
-    if precision not in PRECISIONS:
-        raise UserInputError(f"--precision must be auto, fp32 or bf16, got {precision!r}.")
+    rate = LR[optimizer] if lr is None else check_number(lr, "--lr", zero=False)
+    chosen = choose_precision(precision, model.device)
     net = with_pooling(model, pooling)
     check_size(net, names, hw, "texture")
     check_size(net, names, (int(exemplar.shape[-2]), int(exemplar.shape[-1])), "style image")
@@ -156,7 +151,6 @@ def plan_texture(
     with seeded(seed):
         start = (mean + NOISE_SD * torch.randn(1, 3, *hw)).clamp(0.0, 1.0)
     param = ImageParam(PixelImage(hw, init=start), decorrelate=False, activation="none")
-    chosen = choose_precision(precision, net.device)
     return Run(
         net,
         objective,
