@@ -3,6 +3,7 @@ styles, the same seed gives the same network, and bad arguments are one sentence
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,9 +11,10 @@ import torch
 
 from convscope.data.samples import load_sample
 from convscope.errors import UserInputError
+from convscope.events import Progress
 from convscope.models import ConvModel, load_model
-from convscope.stylenet import TransformerNet
-from convscope.stylenet.train import train_stylenet
+from convscope.stylenet import Checkpoint, TransformerNet, load_checkpoint, save_checkpoint
+from convscope.stylenet.train import ContentImages, train_stylenet
 from convscope.synthesize.octaves import resize
 from convscope.synthesize.perceptual import StyleTarget, current_losses, perceptual, style_grams
 from convscope.testing import same_state, state_copy
@@ -85,3 +87,77 @@ def test_bad_arguments_are_one_sentence(vgg: ConvModel) -> None:
         kwargs: dict[str, Any] = {"styles": s, "contents": c, "steps": 1, "size": 32, **change}
         with pytest.raises(UserInputError, match=message):
             train_stylenet(vgg, **kwargs)
+
+
+def _same_nets(a: TransformerNet, b: TransformerNet) -> bool:
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    return all(torch.equal(x, y) for x, y in pairs)
+
+
+def test_resuming_from_a_checkpoint_equals_the_uninterrupted_run(
+    vgg: ConvModel, tmp_path: Path
+) -> None:
+    """A run stopped after 3 of 6 steps and resumed from its saved checkpoint (a file, read
+    back) ends with the same weights and history as the run that went straight through;
+    the batches walk past one epoch of the 3 content images."""
+    styles = [_small("brick"), _small("immunohistochemistry")]
+    contents = [load_sample(n) for n in ("astronaut", "rocket", "coins")]
+    options: dict[str, Any] = {
+        "size": 32, "batch": 2, "lr": 1e-2, "style_layers": LAYERS, "norm": "conditional",
+        "precision": "fp32", "seed": 3,
+    }  # fmt: skip
+    whole = train_stylenet(vgg, styles, contents, steps=6, **options)
+    saved: list[Checkpoint] = []
+    with pytest.raises(KeyboardInterrupt):
+        train_stylenet(
+            vgg, styles, contents, steps=6, checkpoint_every=3, on_checkpoint=saved.append,
+            on_progress=_stop_after(4), **options,
+        )  # fmt: skip
+    assert [c.step for c in saved] == [3, 4]  # every 3 steps, and where Ctrl-C stopped it
+    path = save_checkpoint(saved[0], tmp_path / "run.ckpt.safetensors")
+    back = load_checkpoint(path)
+    assert back.step == 3 and back.config == saved[0].config
+    resumed = train_stylenet(vgg, styles, contents, steps=6, resume=back, **options)
+    assert _same_nets(resumed.net, whole.net)
+    assert resumed.history == whole.history
+    with pytest.raises(UserInputError, match=r"different training run .*lr"):
+        train_stylenet(vgg, styles, contents, steps=6, resume=back, **{**options, "lr": 0.5})
+    with pytest.raises(UserInputError, match="past --steps 2"):
+        train_stylenet(vgg, styles, contents, steps=2, resume=back, **options)
+
+
+def _stop_after(steps: int) -> Any:
+    def on_progress(event: Progress) -> None:
+        if event.done >= steps:
+            raise KeyboardInterrupt
+
+    return on_progress
+
+
+def test_a_checkpoint_file_refuses_other_files(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(UserInputError, match="not a convscope style-network training checkpoint"):
+        load_checkpoint(foreign)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"w": torch.zeros(2)}, pickled)
+    with pytest.raises(UserInputError):
+        load_checkpoint(pickled)
+
+
+def test_content_images_load_lazily_shrunk_and_skip_a_bad_file(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from convscope.data.datasets import load_dataset
+
+    Image.new("RGB", (300, 120), (255, 0, 0)).save(tmp_path / "a.png")
+    (tmp_path / "b.jpg").write_bytes(b"not a jpeg")
+    images = ContentImages(load_dataset(tmp_path), side=64)
+    assert len(images) == 2
+    a = images[0]
+    assert tuple(a.shape) == (1, 3, 64, 160) and float(a[0, 0].mean()) == pytest.approx(1.0)
+    assert torch.equal(images[0], a)  # kept
+    assert torch.equal(images[1], a)  # b.jpg is unreadable: the next image stands in
+    assert list(images.skipped) == [str(tmp_path / "b.jpg")]

@@ -13,18 +13,29 @@ round-trip bit for bit (the file stores them as they are, float32 or float16).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from convscope.data.stream import read_safetensors_header, save_tensors
 from convscope.errors import UserInputError
 from convscope.stylenet.net import NORMS, TransformerNet
 
-__all__ = ["FORMAT", "NetInfo", "load_net", "save_net"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "FORMAT",
+    "Checkpoint",
+    "NetInfo",
+    "load_checkpoint",
+    "load_net",
+    "save_checkpoint",
+    "save_net",
+]
 
 FORMAT = "convscope.stylenet/1"
 
@@ -55,6 +66,21 @@ class NetInfo:
         raise UserInputError(
             f"the network has no style {name!r}; it holds {', '.join(self.styles)}."
         )
+
+    def blend(self, weights: Mapping[str | int, float]) -> list[float]:
+        """One weight per style from {name or index: weight} (the others 0), normalized to sum
+        1; negative, non-finite or all-zero weights are a one-sentence error."""
+        from convscope.synthesize.perceptual import blend_weights
+
+        out = [0.0] * len(self.styles)
+        for style, weight in weights.items():
+            k = self.index(style)
+            if not math.isfinite(weight) or weight < 0:
+                raise UserInputError(
+                    f"blend weights must be 0 or more, got {weight} for {self.styles[k]}."
+                )
+            out[k] += float(weight)
+        return blend_weights(out, len(self.styles))
 
 
 def save_net(
@@ -141,3 +167,63 @@ def load_net(
             )
     net.load_state_dict({k: v.to(want[k].dtype) for k, v in state.items()})
     return net.to(device).eval(), info
+
+
+CHECKPOINT_FORMAT = "convscope.stylenet-checkpoint/1"
+
+
+@dataclass
+class Checkpoint:
+    """A training run's state after `step` steps, enough to resume it exactly (the run's
+    random state is its seed and step; see `convscope.stylenet.train`)."""
+
+    step: int
+    net: dict[str, Tensor]
+    optimizer: dict[str, Any]  # Adam's state_dict: "state" {index: {name: tensor}}, "param_groups"
+    history: list[dict[str, float]]
+    config: dict[str, Any]
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
+    """Write `checkpoint` atomically as safetensors (the tensors) with JSON metadata (the
+    step, history, configuration and Adam's hyper-parameters); nothing is pickled."""
+    c = checkpoint
+    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in c.net.items()}
+    for index, state in c.optimizer["state"].items():
+        for name, value in state.items():
+            tensors[f"adam.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "step": str(c.step),
+        "history": json.dumps(c.history),
+        "config": json.dumps(c.config, sort_keys=True),
+        "param_groups": json.dumps(c.optimizer["param_groups"]),
+    }
+    return save_tensors(tensors, path, metadata)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """The checkpoint in `path`; a one-sentence error for any other file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    header, _ = read_safetensors_header(p, "training checkpoint (safetensors)")
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise UserInputError(f"{p} is not a convscope style-network training checkpoint.")
+    try:
+        tensors = load_file(str(p))
+        step = int(meta["step"])
+        history = json.loads(meta["history"])
+        config = json.loads(meta["config"])
+        groups = json.loads(meta["param_groups"])
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError):
+        raise UserInputError(f"{p} is a damaged style-network training checkpoint.") from None
+    net = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+    state: dict[int, dict[str, Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("adam."):
+            _, index, name = k.split(".", 2)
+            state.setdefault(int(index), {})[name] = v
+    return Checkpoint(step, net, {"state": state, "param_groups": groups}, history, config)

@@ -1,5 +1,5 @@
 """Train a feed-forward style network (Johnson et al. 2016) against a loss network, on one
-process (checkpoints, resume and data-parallel training are to come):
+process or data-parallel on many:
 
     result = train_stylenet(vgg, [starry], contents, steps=2000)
     result = train_stylenet(vgg, [a, b, c, d], contents, norm="conditional")   # N styles
@@ -8,16 +8,32 @@ process (checkpoints, resume and data-parallel training are to come):
   (the relative error of the features of the stylized batch against the content batch's),
   style Grams at relu1_2, relu2_2, relu3_3, relu4_3 against targets computed once per style
   image, and TV in 0–255 levels; loss = content_weight · content + style_weight · style +
-  tv_weight · tv. The forward of the loss network stops at its deepest needed layer and runs in
-  bfloat16 where the CPU does so natively (`precision`).
-- **Data.** Each step takes `batch` content images at random (from `contents`, any sizes),
-  each resized so its short side is `size` and cropped to `size`×`size` at random.
+  tv_weight · tv, each term a mean over the batch's images. Each forward of the loss network
+  stops at the deepest layer it needs (the content batch's at the content layer).
+- **Precision.** Where the CPU (or GPU) does bfloat16 natively (`precision` "auto"), the style
+  network's and the loss network's forwards and backwards run under bfloat16 autocast (about
+  1.8× faster for the style network on an AVX512-BF16 CPU); the weights, Adam's state and the
+  losses stay float32.
+- **Data.** `contents` is anything with a length and indexing that gives images (a list of
+  tensors, or a `ContentImages` over a folder, which loads lazily). The batches walk through
+  seeded random permutations of it, one per epoch; each image is resized so its short side
+  is `size` and cropped to `size`×`size` at a random place.
 - **Styles.** With N styles (norm "conditional"), each step trains one style, drawn at random,
   as Dumoulin et al. do. `style_size` resizes each style image's long side first (the style
   scale: the Grams describe the style's patterns at that size); by default, `size`.
-- **Determinism.** The initial weights come from `seed` (inside `torch.random.fork_rng`, so
-  the caller's random state is left alone) and the batches and crops from a generator seeded
-  with it: the same seed on the same machine gives the same network.
+- **Determinism and resuming.** The initial weights come from `seed` (inside
+  `torch.random.fork_rng`, so the caller's random state is left alone). Every random choice
+  of step t (its images, crops and style) comes from a generator seeded with (seed, t), so
+  the random state of a run *is* (seed, step): a `Checkpoint` (the weights, Adam's state, the
+  step and the history, handed to `on_checkpoint` every `checkpoint_every` steps) resumes
+  exactly where it was taken (`resume=`), and the resumed run equals the uninterrupted one.
+- **Data-parallel.** When a `torch.distributed` process group is initialized (`torchrun`),
+  the network is wrapped in `DistributedDataParallel` and `batch` is the global batch: every
+  rank draws the same global batch and loads and trains on its own slice of it (rank r, the
+  r-th `batch / world` images), and DDP averages the gradients. As the losses are means over
+  images, this equals one process with the same global batch (up to float rounding). The
+  history holds the ranks' mean losses; `on_checkpoint` and `on_preview` run on rank 0 only.
+  With batch norm, each rank normalizes over its own slice (DDP's default).
 - The loss network is left as it was (its `requires_grad` flags restored).
 
 The default weights (content 10, style 10, TV 1e-4 on the normalized terms) are provisional,
@@ -28,27 +44,87 @@ will be set from the longer runs that train the shipped model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from convscope.data.datasets import ImageDataset
 from convscope.errors import UserInputError, check_number, check_whole
 from convscope.events import Progress, ProgressCallback, no_progress
 from convscope.models.base import ConvModel, check_image_batch
 from convscope.probe import Probe
+from convscope.stylenet.files import Checkpoint
 from convscope.stylenet.net import MIN_SIDE, Norm, TransformerNet
 from convscope.synthesize.objectives import Inputs, Objective
 from convscope.synthesize.octaves import resize
 from convscope.synthesize.perceptual import StyleTarget, check_size, perceptual, style_grams
 from convscope.synthesize.recipes.style import choose_precision, output_size
 
-__all__ = ["CONTENT_LAYER", "STYLE_LAYERS", "StyleNetResult", "train_stylenet"]
+__all__ = [
+    "CONTENT_LAYER",
+    "STYLE_LAYERS",
+    "Checkpoint",
+    "ContentImages",
+    "Contents",
+    "StyleNetResult",
+    "train_stylenet",
+]
 
 CONTENT_LAYER = "relu2_2"
 STYLE_LAYERS: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+
+
+class Contents(Protocol):
+    """Content images by index: (3, h, w) or (1, 3, h, w) in [0, 1], any sizes."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Tensor: ...
+
+
+class ContentImages:
+    """The images of a dataset (`convscope.data.load_dataset`: a folder, or a built-in set),
+    decoded when first asked for and kept in memory shrunk so their short side is `side` (as
+    8-bit, about 200 KB each at 256 px), so a few thousand photos are read from disk once
+    (`keep` bounds how many are kept). An unreadable image is replaced by the next readable
+    one (the same on every rank) and its name kept in `skipped`."""
+
+    def __init__(self, dataset: ImageDataset, *, side: int, keep: int = 8192) -> None:
+        self.dataset = dataset
+        self.side = check_whole(side, "--size", MIN_SIDE)
+        self.skipped: dict[str, str] = {}
+        self._cache: dict[int, Tensor] = {}
+        self._keep = keep
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Tensor:
+        n = len(self.dataset)
+        for k in range(n):
+            i = (index + k) % n
+            if i in self._cache:
+                return self._cache[i].float() / 255.0
+            try:
+                image = self.dataset[i].image
+            except UserInputError as exc:
+                self.skipped[self.dataset.ident(i)] = str(exc)
+                continue
+            x = check_image_batch(image, f"content image {self.dataset.ident(i)}")[:1]
+            h, w = int(x.shape[-2]), int(x.shape[-1])
+            scale = self.side / min(h, w)
+            if scale < 1:
+                hw = (max(self.side, round(h * scale)), max(self.side, round(w * scale)))
+                x = resize(x, hw)
+            small = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+            if len(self._cache) < self._keep:
+                self._cache[i] = small
+            return small.float() / 255.0
+        raise UserInputError(f"no image of {self.dataset.name} could be read.")
 
 
 @dataclass
@@ -60,21 +136,51 @@ class StyleNetResult:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def _crop(image: Tensor, size: int, g: torch.Generator) -> Tensor:
-    """(1, 3, size, size): short side resized to `size`, then a random square crop."""
+def _crop(image: Tensor, size: int, u: Tensor) -> Tensor:
+    """(1, 3, size, size): short side resized to `size`, then a square crop at the place
+    `u` (2,) in [0, 1) picks."""
     h, w = int(image.shape[-2]), int(image.shape[-1])
     scale = size / min(h, w)
     hw = (max(size, round(h * scale)), max(size, round(w * scale)))
-    x = resize(image, hw).clamp(0.0, 1.0)
-    y0 = int(torch.randint(hw[0] - size + 1, (1,), generator=g))
-    x0 = int(torch.randint(hw[1] - size + 1, (1,), generator=g))
+    x = resize(image, hw).clamp(0.0, 1.0) if hw != (h, w) else image
+    y0 = min(int(float(u[0]) * (hw[0] - size + 1)), hw[0] - size)
+    x0 = min(int(float(u[1]) * (hw[1] - size + 1)), hw[1] - size)
     return x[..., y0 : y0 + size, x0 : x0 + size]
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(seed: int, epoch: int, n: int) -> tuple[int, ...]:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return tuple(torch.randperm(n, generator=g).tolist())
+
+
+def _draw(seed: int, step: int, batch: int, n: int, styles: int) -> tuple[list[int], Tensor, int]:
+    """Step `step`'s global batch: the content indices, the crop places (batch, 2) and the
+    style, all a function of (seed, step)."""
+    first = step * batch
+    picks = []
+    for i in range(first, first + batch):
+        epoch, position = divmod(i, n)
+        picks.append(_permutation(seed, epoch, n)[position])
+    g = torch.Generator().manual_seed(seed * 7_919 + 104_729 * (step + 1))
+    places = torch.rand(batch, 2, generator=g)
+    style = int(torch.randint(styles, (1,), generator=g)) if styles > 1 else 0
+    return picks, places, style
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) of the initialized process group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def train_stylenet(
     loss_model: ConvModel,
     styles: Sequence[Tensor],
-    contents: Sequence[Tensor],
+    contents: Contents,
     *,
     size: int = 256,
     batch: int = 4,
@@ -89,13 +195,19 @@ def train_stylenet(
     norm: Norm = "instance",
     seed: int = 0,
     precision: str = "auto",
+    resume: Checkpoint | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    preview_every: int = 0,
+    on_preview: Callable[[int, TransformerNet], None] | None = None,
     on_progress: ProgressCallback = no_progress,
 ) -> StyleNetResult:
     """Train a style network for `styles` ((3, h, w) or (1, 3, h, w) in [0, 1] each) on
-    `contents` (images of any size); see the module docstring."""
+    `contents` (images of any size); see the module docstring. `steps` is the total, counted
+    from the start of the run (a resumed run does the rest)."""
     if not styles:
         raise UserInputError("give at least one style image.")
-    if not contents:
+    if len(contents) == 0:
         raise UserInputError("there are no content images to train on.")
     if norm != "conditional" and len(styles) > 1:
         raise UserInputError(f"{len(styles)} styles need --norm conditional, not {norm!r}.")
@@ -103,6 +215,8 @@ def train_stylenet(
     batch = check_whole(batch, "--batch", 1)
     steps = check_whole(steps, "--steps", 1)
     seed = check_whole(seed, "--seed", 0)
+    checkpoint_every = check_whole(checkpoint_every, "--checkpoint-every", 0)
+    preview_every = check_whole(preview_every, "--preview-every", 0)
     rate = check_number(lr, "--lr", zero=False)
     weights = {
         "content": check_number(content_weight, "--content-weight", zero=True),
@@ -118,8 +232,28 @@ def train_stylenet(
         loss_model.resolve(name)
     check_size(loss_model, [content_layer, *layers], (size, size), "training crop")
     chosen = choose_precision(precision, loss_model.device)
+    rank, world = _world()
+    if batch % world:
+        raise UserInputError(f"--batch {batch} does not split evenly over {world} processes.")
     style_imgs = [check_image_batch(s, "style image")[:1].detach().float().cpu() for s in styles]
-    pictures = [check_image_batch(c, "content image")[:1].detach().float().cpu() for c in contents]
+    config = {
+        "size": size, "batch": batch, "lr": rate, **{f"{n}_weight": v
+        for n, v in weights.items()}, "content_layer": content_layer, "style_layers": layers,
+        "style_size": style_size, "norm": norm, "seed": seed, "precision": chosen,
+        "loss_model": loss_model.name, "contents": len(contents), "styles": len(style_imgs),
+    }  # fmt: skip
+    start = 0
+    if resume is not None:
+        if resume.config != config:
+            changed = sorted(k for k in config if resume.config.get(k) != config[k])
+            raise UserInputError(
+                "the checkpoint was made by a different training run ("
+                + ", ".join(changed or ["its configuration"]) + " differ); resume with the "
+                "same options, or start again."
+            )  # fmt: skip
+        if resume.step > steps:
+            raise UserInputError(f"the checkpoint is at step {resume.step}, past --steps {steps}.")
+        start = resume.step
     side = style_size or size
     targets = []
     for s in style_imgs:
@@ -131,50 +265,99 @@ def train_stylenet(
         torch.manual_seed(seed)
         net = TransformerNet(norm=norm, styles=len(style_imgs) if norm == "conditional" else 1)
     device = loss_model.device
-    net = net.to(device).train()
-    g = torch.Generator().manual_seed(seed)
+    net = net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=rate)
-    pre = loss_model.preprocess
     history: list[dict[str, float]] = []
+    if resume is not None:
+        net.load_state_dict(resume.net)
+        opt.load_state_dict(resume.optimizer)
+        history = [dict(h) for h in resume.history]
+    net.train()
+    model: nn.Module = net
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net)
+    pre = loss_model.preprocess
     flags = [(p, p.requires_grad) for p in loss_model.module.parameters()]
     needed = sorted({content_layer, *layers})
+    share = batch // world
     try:
         for p, _ in flags:
             p.requires_grad_(False)
-        with Probe(loss_model, needed, detach=False, clone="auto", stop_early=True) as probe:
-            for step in range(steps):
-                picks = torch.randint(len(pictures), (batch,), generator=g).tolist()
-                x = torch.cat([_crop(pictures[k], size, g) for k in picks]).to(device)
-                k = int(torch.randint(len(targets), (1,), generator=g)) if len(targets) > 1 else 0
-                with torch.no_grad(), _autocast(device, chosen):
-                    probe.run(pre.normalize(x))
-                    goal = probe.activations[content_layer].float().clone()
-                objective = perceptual(
-                    content={content_layer: goal},
-                    styles=[targets[k]],
-                    content_weight=weights["content"],
-                    style_weight=weights["style"],
-                    tv_weight=weights["tv"],
-                )
-                y = net(x, style=k if norm == "conditional" else None)
-                value, losses = _evaluate(probe, objective, y, loss_model, chosen)
-                opt.zero_grad(set_to_none=True)
-                (-value).backward()  # type: ignore[no-untyped-call]
-                opt.step()
-                record = {n: float(v) for n, v in losses.items()}
-                record = {"loss": float(-value.detach()), **record}
-                history.append({**record, "style_index": float(k)})
-                on_progress(Progress("train stylenet", step + 1, steps, "steps", metrics=record))
+        probe = Probe(loss_model, needed, detach=False, clone="auto", stop_early=True)
+        content_probe = Probe(loss_model, [content_layer], stop_early=True)
+        for step in range(start, steps):
+            picks, places, k = _draw(seed, step, batch, len(contents), len(targets))
+            mine = range(rank * share, (rank + 1) * share)
+            x = torch.cat([_crop(_content(contents, picks[i]), size, places[i]) for i in mine]).to(
+                device
+            )  # (share, 3, size, size)
+            with torch.no_grad(), _autocast(device, chosen):
+                content_probe.run(pre.normalize(x))  # stops at the content layer
+                goal = content_probe.activations[content_layer].float().clone()
+            objective = perceptual(
+                content={content_layer: goal},
+                styles=[targets[k]],
+                content_weight=weights["content"],
+                style_weight=weights["style"],
+                tv_weight=weights["tv"],
+            )
+            with _autocast(device, chosen):
+                y = model(x, style=k if norm == "conditional" else None).float()
+            value, losses = _evaluate(probe, objective, y, loss_model, chosen)
+            opt.zero_grad(set_to_none=True)
+            (-value).backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            record = _mean_over_ranks(
+                {"loss": float(-value.detach()), **{n: float(v) for n, v in losses.items()}},
+                world,
+            )
+            history.append({**record, "style_index": float(k)})
+            done = step + 1
+            if rank == 0 and on_checkpoint and checkpoint_every and done % checkpoint_every == 0:
+                on_checkpoint(_checkpoint(done, net, opt, history, config))
+            if rank == 0 and on_preview and preview_every and done % preview_every == 0:
+                on_preview(done, net)
+            try:
+                on_progress(Progress("train stylenet", done, steps, "steps", metrics=record))
+            except KeyboardInterrupt:  # Ctrl-C, raised between two steps: keep this one
+                if rank == 0 and on_checkpoint and checkpoint_every:
+                    on_checkpoint(_checkpoint(done, net, opt, history, config))
+                raise
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-    config = {
-        "size": size, "batch": batch, "steps": steps, "lr": rate, **{f"{n}_weight": v
-        for n, v in weights.items()}, "content_layer": content_layer, "style_layers": layers,
-        "style_size": style_size, "norm": norm, "seed": seed, "precision": chosen,
-        "loss_model": loss_model.name, "contents": len(pictures), "styles": len(style_imgs),
-    }  # fmt: skip
-    return StyleNetResult(net.eval(), history, config)
+    return StyleNetResult(net.eval(), history, {**config, "steps": steps})
+
+
+def _content(contents: Contents, index: int) -> Tensor:
+    image = contents[index]
+    return check_image_batch(image, f"content image {index + 1}")[:1].detach().float()
+
+
+def _checkpoint(
+    step: int, net: nn.Module, opt: torch.optim.Optimizer, history: list[dict[str, float]],
+    config: dict[str, Any],
+) -> Checkpoint:  # fmt: skip
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    optimizer = opt.state_dict()
+    copied = {i: {n: torch.as_tensor(v).clone() for n, v in s.items()} for i, s in
+              optimizer["state"].items()}  # fmt: skip
+    return Checkpoint(
+        step, state, {"state": copied, "param_groups": optimizer["param_groups"]},
+        [dict(h) for h in history], dict(config),
+    )  # fmt: skip
+
+
+def _mean_over_ranks(record: dict[str, float], world: int) -> dict[str, float]:
+    if world == 1:
+        return record
+    import torch.distributed as dist
+
+    values = torch.tensor(list(record.values()), dtype=torch.float64)
+    dist.all_reduce(values)
+    return {k: float(v) / world for k, v in zip(record, values, strict=True)}
 
 
 def _autocast(device: torch.device, precision: str) -> torch.autocast:
