@@ -14,7 +14,9 @@ nearest-neighbour ×2 then a 3×3 conv (no transposed convs, so no checkerboard 
 ReLU (the residual blocks' second conv by the norm alone).
 
 - **Sizes.** Any input of at least 32 px a side: it is reflection-padded to a multiple of 4 (the
-  two strides) and the output cropped back, so the output has the input's size.
+  two strides) and the output cropped back, so the output has the input's size. Under a trace
+  (`torch.onnx.export`, see `convscope.stylenet.export`) the pad and crop follow the traced
+  shape, so the exported graph holds at any size.
 - **Range.** Images are in [0, 1]; the output is not clamped (training needs its gradient),
   so clamp it to show or save it (`stylize` does).
 - **Conditional instance norm.** Each norm layer holds one scale γₛ and shift βₛ per style;
@@ -203,6 +205,8 @@ class TransformerNet(nn.Module):
 
     def forward(self, x: Tensor, style: StyleChoice = None) -> Tensor:
         """(B, 3, H, W) in [0, 1] → the stylized (B, 3, H, W), unclamped."""
+        if _exporting():
+            return self._traceable(x, style)
         if x.dim() != 4 or x.shape[1] != 3:
             raise UserInputError(f"the network takes (B, 3, H, W) images, got {tuple(x.shape)}.")
         h, w = int(x.shape[-2]), int(x.shape[-1])
@@ -210,13 +214,20 @@ class TransformerNet(nn.Module):
             raise UserInputError(
                 f"the input is {w}x{h}; the style network needs at least {MIN_SIDE} px a side."
             )
-        weights = None
-        if self.norm_kind == "conditional":
-            weights = style_weights(style, self.styles, int(x.shape[0])).to(x.device)
-        elif style is not None and not (type(style) is int and style == 0):
-            raise UserInputError("this network holds one style; give no style or style 0.")
+        weights = self._weights(style, int(x.shape[0]), x.device)
         ph, pw = -h % 4, -w % 4  # to a multiple of the two strides
         y = F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
+        return self._layers(y, weights)[..., :h, :w]
+
+    def _weights(self, style: StyleChoice, batch: int, device: torch.device) -> Tensor | None:
+        """The (batch, styles) blend weights of a conditional network, else None."""
+        if self.norm_kind == "conditional":
+            return style_weights(style, self.styles, batch).to(device)
+        if style is not None and not (type(style) is int and style == 0):
+            raise UserInputError("this network holds one style; give no style or style 0.")
+        return None
+
+    def _layers(self, y: Tensor, weights: Tensor | None) -> Tensor:
         for layer in self.down:
             y = layer(y, weights)
         for block in self.residuals:
@@ -224,4 +235,24 @@ class TransformerNet(nn.Module):
         for layer in self.up:
             y = layer(y, weights)
         out: Tensor = self.out(y)
-        return out[..., :h, :w]
+        return out
+
+    def _traceable(self, x: Tensor, style: StyleChoice) -> Tensor:
+        """`forward` as a trace (ONNX export) records it for any input size and batch.
+
+        The sizes stay traced values, never Python ints: the input is reflection-padded by 3
+        on the bottom and right, then cropped to the next multiple of 4, which is the eager
+        padding by `-h % 4` (the first rows and columns of a reflection are the same whatever
+        its width). The style weights are one row, broadcast over the batch, and the shape
+        checks are left to the exporter (they would be recorded for the traced size only).
+        """
+        weights = self._weights(style, 1, x.device)
+        h, w = x.shape[-2], x.shape[-1]  # traced sizes (0-dim tensors) under a trace
+        y = F.pad(x, (0, 3, 0, 3), mode="reflect")[..., : (h + 3) // 4 * 4, : (w + 3) // 4 * 4]
+        return self._layers(y, weights)[..., :h, :w]
+
+
+def _exporting() -> bool:
+    """Whether a forward is being traced (`torch.jit.trace`, `torch.onnx.export`)."""
+    tracing = torch.jit.is_tracing()  # type: ignore[attr-defined, no-untyped-call]
+    return bool(tracing) or torch.onnx.is_in_onnx_export()
