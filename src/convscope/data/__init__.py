@@ -1,4 +1,4 @@
-"""Images, sample pictures and small datasets: loading, saving and atomic file writes.
+"""Images, videos, sample pictures and small datasets: loading, saving and atomic file writes.
 
 Names are imported on first use (so the command line starts without torch)."""
 
@@ -47,6 +47,14 @@ if TYPE_CHECKING:
         sample_info,
         sample_names,
     )
+    from convscope.data.video import (
+        VIDEO_SUFFIXES,
+        VideoInfo,
+        is_video,
+        probe_video,
+        read_frames,
+        transcode_video,
+    )
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -54,6 +62,7 @@ __all__ = [
     "FASHION_MNIST_DIR",
     "IMAGE_SUFFIXES",
     "SAMPLES",
+    "VIDEO_SUFFIXES",
     "ArrayDataset",
     "FashionMNIST",
     "ImageDataset",
@@ -61,6 +70,7 @@ __all__ = [
     "Item",
     "SampleInfo",
     "Skipped",
+    "VideoInfo",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -69,6 +79,7 @@ __all__ = [
     "from_pil",
     "good_items",
     "is_sample",
+    "is_video",
     "iter_items",
     "load_dataset",
     "load_image",
@@ -76,6 +87,8 @@ __all__ = [
     "load_sample",
     "mnist5k",
     "png_text",
+    "probe_video",
+    "read_frames",
     "read_idx",
     "sample_info",
     "sample_names",
@@ -83,6 +96,7 @@ __all__ = [
     "save_png",
     "save_pngs",
     "to_pil",
+    "transcode_video",
 ]
 
 __getattr__, __dir__ = lazy_exports(
@@ -123,5 +137,11 @@ __getattr__, __dir__ = lazy_exports(
         "save_png": "convscope.data.images",
         "save_pngs": "convscope.data.images",
         "to_pil": "convscope.data.images",
+        "VIDEO_SUFFIXES": "convscope.data.video",
+        "VideoInfo": "convscope.data.video",
+        "is_video": "convscope.data.video",
+        "probe_video": "convscope.data.video",
+        "read_frames": "convscope.data.video",
+        "transcode_video": "convscope.data.video",
     },
 )
