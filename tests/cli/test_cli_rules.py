@@ -22,7 +22,7 @@ from convscope.models.weights import load_state_dict_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-OUTPUT_OPTIONS = ("--out", "--raw", "--cutout", "--html", "--save-topk", "--panel")
+OUTPUT_OPTIONS = ("--out", "--raw", "--cutout", "--html", "--save-topk", "--panel", "--onnx")
 """The names convscope gives options that name files (or, for `demo`, a folder) to write."""
 
 
@@ -42,7 +42,23 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     made = main(["visualize", *VISUALIZE, "--out", str(root / "v.png"), "--quiet"])
     assert made == 0
+    from convscope.stylenet import TransformerNet, save_net
+
+    torch.manual_seed(0)
+    save_net(TransformerNet(), root / "net.safetensors", styles=["one"])
     return root
+
+
+def _all_commands() -> list[tuple[str, typing.Any]]:
+    """(name, command) for every command, a group's as "group command"."""
+    found = []
+    for name, cmd in command().commands.items():  # type: ignore[attr-defined]
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            found += [(f"{name} {sub}", c) for sub, c in subs.items()]
+        else:
+            found.append((name, cmd))
+    return found
 
 
 VISUALIZE = ["-m", "tiny", "--layer", "relu1", "--channel", "0", "--steps", "3", "--size", "16"]
@@ -108,6 +124,39 @@ COMMANDS: dict[str, tuple[Runner, dict[str, str]]] = {
         lambda d, o: ["style", "coffee", "brick", *STYLE, "--steps", "2"],
         {"--out": "st.png"},
     ),
+    "stylenet train": (
+        lambda d, o: [
+            "stylenet",
+            "train",
+            "--style",
+            "brick",
+            "--dataset",
+            str(d / "images"),
+            "-m",
+            "tiny",
+            "--content-layer",
+            "relu1",
+            "--style-layers",
+            "relu1,act",
+            "--size",
+            "32",
+            "--batch",
+            "1",
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        {"--out": "sn.safetensors"},
+    ),  # fmt: skip
+    "stylenet apply": (
+        lambda d, o: ["stylenet", "apply", str(d / "net.safetensors"), "coffee"],
+        {"--out": "sa.png"},
+    ),
+    "stylenet export": (
+        lambda d, o: ["stylenet", "export", str(d / "net.safetensors")],
+        {"--onnx": "n.onnx"},
+    ),
     "reproduce": (lambda d, o: ["reproduce", str(d / "v.png")], {"--out": "r.png"}),
     "demo": (lambda d, o: ["demo", "--sections", "layers"], {"--out": "gallery"}),
 }
@@ -118,7 +167,7 @@ def _args(name: str, inputs: Path, outputs: dict[str, Path]) -> list[str]:
     args = runner(inputs, outputs)
     for option, path in outputs.items():
         args += [option, str(path)]
-    return [*args, "--quiet"] if name not in ("classify",) else args
+    return [*args, "--quiet"] if name not in ("classify", "stylenet export") else args
 
 
 def _files(folder: Path) -> list[str]:
@@ -128,7 +177,7 @@ def _files(folder: Path) -> list[str]:
 def test_the_table_covers_every_output_option() -> None:
     found = {
         (name, opt)
-        for name, cmd in command().commands.items()  # type: ignore[attr-defined]
+        for name, cmd in _all_commands()
         for param in cmd.params
         for opt in param.opts
         if opt in OUTPUT_OPTIONS
@@ -181,7 +230,7 @@ def test_two_outputs_may_not_be_one_file(
 def _float_options() -> list[tuple[str, str]]:
     """(command, option) for every option of every command whose type is a float."""
     found = []
-    for name, cmd in command().commands.items():  # type: ignore[attr-defined]
+    for name, cmd in _all_commands():
         hints = typing.get_type_hints(inspect.unwrap(cmd.callback), include_extras=True)
         for param in cmd.params:
             hint = hints.get(str(param.name))

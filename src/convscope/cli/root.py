@@ -31,6 +31,7 @@ from convscope.cli import invert  # noqa: F401
 from convscope.cli import dream  # noqa: F401
 from convscope.cli import texture  # noqa: F401
 from convscope.cli import style  # noqa: F401
+from convscope.cli import stylenet  # noqa: F401
 from convscope.cli import reproduce  # noqa: F401
 from convscope.cli import demo  # noqa: F401
 
