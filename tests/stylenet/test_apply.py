@@ -37,7 +37,7 @@ def test_each_image_is_the_networks_output_clamped() -> None:
     copies = [x.clone() for x in images]
     net.train()
     events: list[Progress] = []
-    outs = stylize(net, images, batch=2, on_progress=events.append)
+    outs = stylize(net, images, batch=2, precision="fp32", on_progress=events.append)
     assert net.training  # left as it was
     assert all(torch.equal(a, b) for a, b in zip(images, copies, strict=True))
     assert [tuple(o.shape) for o in outs] == [(3, 40, 48), (3, 36, 36), (3, 40, 48)]
@@ -46,6 +46,18 @@ def test_each_image_is_the_networks_output_clamped() -> None:
         for x, y in zip(images, outs, strict=True):
             assert torch.allclose(y, net(x[None])[0].clamp(0, 1), atol=1e-5)
     assert events[-1].done == events[-1].total == 3 and all(float(o.min()) >= 0 for o in outs)
+
+
+def test_bfloat16_is_close_to_float32() -> None:
+    """The reduced-precision path (the default where bfloat16 is native) within the tolerance
+    the module documents."""
+    net, images = _net(), _images()
+    exact = stylize(net, images, precision="fp32")
+    fast = stylize(net, images, precision="bf16")
+    for a, b in zip(exact, fast, strict=True):
+        assert float((a - b).abs().max()) < 0.06 and float((a - b).abs().mean()) < 0.01
+    with pytest.raises(UserInputError, match="--precision"):
+        stylize(net, images, precision="fp16")
 
 
 def test_a_batch_tensor_sizes_and_blends() -> None:

@@ -7,7 +7,12 @@
 
 Images of one size go through the network `batch` at a time, under `torch.inference_mode`;
 the network's train/eval mode is restored afterwards and the caller's tensors are not
-touched. `size` resizes each image's long side first (the aspect kept); `preserve_color`
+touched. `precision` "auto" runs the network under bfloat16 autocast where the device does
+bfloat16 natively (about 2× faster on an AVX512-BF16 CPU; pixels within 0.06 of float32's,
+on a 0–1 scale, and about 0.003 on average), else in float32; "fp32" is exact. For the
+fastest exact float32 path, export the network (`convscope.stylenet.export`) and run it
+with onnxruntime (`OnnxStylizer`): about 1.7× faster than eager float32 on CPU (see
+bench/stylenet.py). `size` resizes each image's long side first (the aspect kept); `preserve_color`
 keeps each input's chroma, as `convscope style --original-colors` does.
 """
 
@@ -24,7 +29,7 @@ from convscope.models.base import check_image_batch
 from convscope.stylenet.net import MIN_SIDE, StyleChoice, TransformerNet
 from convscope.synthesize.colors import original_colors
 from convscope.synthesize.octaves import resize
-from convscope.synthesize.recipes.style import output_size
+from convscope.synthesize.recipes.style import choose_precision, output_size
 
 __all__ = ["stylize"]
 
@@ -66,6 +71,7 @@ def stylize(
     size: int | None = None,
     preserve_color: bool = False,
     batch: int = 4,
+    precision: str = "auto",
     on_progress: ProgressCallback = no_progress,
 ) -> list[Tensor]:
     """Each image (3, H, W) or (B, 3, H, W) in [0, 1], stylized: a list of (3, H, W) in
@@ -85,6 +91,7 @@ def stylize(
             f"an input is {w}x{h}; the style network needs at least {MIN_SIDE} px a side."
         )
     device = next(net.parameters()).device
+    bf16 = choose_precision(precision, device) == "bf16"
     results: list[Tensor | None] = [None] * len(inputs)
     was_training = net.training
     done = 0
@@ -93,7 +100,9 @@ def stylize(
         with torch.inference_mode():
             for group in _groups(sizes, batch):
                 x = torch.cat([inputs[k] for k in group]).to(device)  # (b, 3, H, W)
-                y = net(x, style=style).float().clamp(0.0, 1.0).cpu()
+                with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                    y = net(x, style=style)
+                y = y.float().clamp(0.0, 1.0).cpu()
                 if preserve_color:
                     y = original_colors(y, x.cpu())
                 for j, k in enumerate(group):
