@@ -110,10 +110,42 @@ class _Conv(nn.Module):
         self.conv = nn.Conv2d(cin, cout, kernel, stride)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.up:
+        if self.up and not _exporting():
+            return upsample_conv(x, self.conv.weight, self.conv.bias)
+        if self.up:  # the straightforward path, which ONNX holds at any size
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         out: Tensor = self.conv(self.pad(x))
         return out
+
+
+def upsample_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """A nearest-neighbour ×2 upsampling, a reflection pad of 1 and a 3×3 conv, computed on
+    the small image: (B, C, H, W) → (B, O, 2H, 2W), 2.25× fewer multiply-adds and no
+    upsampled copy. Each output pixel (2i + a, 2j + b) sees only two rows and two columns
+    of the small image, so the conv is four 2×2 convs, one per phase (a, b), with the 3×3
+    kernel's taps summed where they fall on the same small pixel (phase 0: k₀ on i − 1 and
+    k₁ + k₂ on i; phase 1: k₀ + k₁ on i and k₂ on i + 1), on the small image padded by
+    replication (the reflection of the upsampled image's first row is the small image's
+    first row again). Equal to the straightforward path up to float rounding (tested)."""
+    b, _, h, w = x.shape
+    o = weight.shape[0]
+    xp = F.pad(x, (1, 1, 1, 1), mode="replicate")  # (B, C, H + 2, W + 2)
+    rows = [
+        torch.stack([weight[:, :, 0], weight[:, :, 1] + weight[:, :, 2]], dim=2),
+        torch.stack([weight[:, :, 0] + weight[:, :, 1], weight[:, :, 2]], dim=2),
+    ]  # per row phase: (O, C, 2, 3)
+    phases = []
+    for a in (0, 1):
+        r = rows[a]
+        cols = [
+            torch.stack([r[..., 0], r[..., 1] + r[..., 2]], dim=3),
+            torch.stack([r[..., 0] + r[..., 1], r[..., 2]], dim=3),
+        ]  # per column phase: (O, C, 2, 2)
+        for c in (0, 1):
+            phases.append(F.conv2d(xp[:, :, a : a + h + 1, c : c + w + 1], cols[c], bias))
+    y = torch.stack(phases, dim=2)  # (B, O, 4, H, W): phases (0,0), (0,1), (1,0), (1,1)
+    y = y.reshape(b, o, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)  # (B, O, H, 2, W, 2)
+    return y.reshape(b, o, 2 * h, 2 * w)
 
 
 class _ConvNormReLU(nn.Module):
