@@ -24,6 +24,7 @@ from convscope.gallery import (
     filters,
     layer_table,
     style,
+    stylenet,
     synthesis,
     texture,
     top_patches,
@@ -69,6 +70,8 @@ SECTIONS: tuple[SectionSpec, ...] = (
                 "Gram-matrix textures layer by layer; Efros-Leung beside them", texture.section),
     SectionSpec("style", "Style transfer",
                 "two styles, the style scale, a blend, original colours", style.section),
+    SectionSpec("stylenet", "Fast style transfer",
+                "the shipped four-style network in one pass; its blend grid", stylenet.section),
     SectionSpec("layers", "Layers", "VGG16's layer names and aliases", layer_table.section),
 )
 # fmt: on
