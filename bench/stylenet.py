@@ -152,20 +152,11 @@ def cpu_flags() -> str:
     return ", ".join(shown) or "none of avx2/avx512"
 
 
-def _peak_mb() -> float | None:
+def _status_mb(field: str) -> float | None:
+    """VmRSS or VmHWM (the peak) from /proc/self/status, in MB; None off Linux."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _rss_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
@@ -327,7 +318,7 @@ def train_step() -> None:
 
     try:
         Path("/proc/self/clear_refs").write_text("5")
-        before = _rss_mb()
+        before = _status_mb("VmRSS")
     except OSError:
         before = None
     last[0] = time.perf_counter()
@@ -335,7 +326,7 @@ def train_step() -> None:
         vgg, [load_sample("brick")], contents, size=256, batch=4, steps=4,
         on_progress=on_progress,
     )  # fmt: skip
-    peak = _peak_mb()
+    peak = _status_mb("VmHWM")
     step = statistics.median(times[1:])
     added = f", peak RSS +{peak - before:,.0f} MB" if peak and before else ""
     print(

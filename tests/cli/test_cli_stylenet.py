@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,6 @@ from convscope.stylenet import TransformerNet, load_net, save_net
 SRC = Path(__file__).resolve().parents[2] / "src"
 TRAIN = ["--size", "32", "--batch", "2", "--style-layers", "relu1_2,relu2_2", "--lr", "0.01"]
 TRAIN += ["--precision", "fp32", "--device", "cpu", "--quiet"]
-
-
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -145,7 +136,7 @@ def test_train_bad_inputs_are_one_sentence(
 
 
 def test_two_process_torchrun_equals_one_process(
-    tmp_path: Path, photos: Path, capsys: pytest.CaptureFixture[str], one_torch_thread: None
+    tmp_path: Path, photos: Path, capsys: pytest.CaptureFixture[str], one_thread: None
 ) -> None:
     """Data-parallel training on two gloo ranks (each its half of every batch of 4) ends
     within float tolerance of one process with the same global batch: the same losses, and

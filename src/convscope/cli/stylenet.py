@@ -31,6 +31,7 @@ from convscope.cli.options import (
     SeedOpt,
     WeightsOpt,
 )
+from convscope.cli.style import Precision
 from convscope.cli.synthesis import recorded_command
 from convscope.errors import Interrupted, UserInputError
 
@@ -60,12 +61,6 @@ class NormChoice(StrEnum):
     instance = "instance"
     batch = "batch"
     conditional = "conditional"
-
-
-class PrecisionChoice(StrEnum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
 
 
 def state_path(out_path: Path) -> Path:
@@ -209,11 +204,11 @@ def train_cmd(
         bool, typer.Option("--half", help="Store the weights as float16 (half the size).")
     ] = False,
     precision: Annotated[
-        PrecisionChoice,
+        Precision,
         typer.Option(
             "--precision", help="The loss network's: auto (bfloat16 where native), fp32, bf16."
         ),
-    ] = PrecisionChoice(library_default(_TRAIN, "precision")),
+    ] = Precision(library_default(_TRAIN, "precision")),
     model: ModelOpt = "vgg16",
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
@@ -522,13 +517,13 @@ def apply_cmd(
     ] = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per forward pass.")] = 4,
     precision: Annotated[
-        PrecisionChoice,
+        Precision,
         typer.Option(
             "--precision",
             help="auto: bfloat16 where the CPU or GPU does it natively (about 2x faster, "
             "pixels within 0.06 of float32's), else fp32; fp32 is exact.",
         ),
-    ] = PrecisionChoice(library_default("convscope.stylenet.apply:stylize", "precision")),
+    ] = Precision(library_default("convscope.stylenet.apply:stylize", "precision")),
     device: DeviceOpt = "auto",
     max_pixels: MaxPixelsOpt = MAX_PIXELS_DEFAULT,
     quiet: QuietOpt = False,
