@@ -4,6 +4,7 @@ many styles in one network, Dumoulin et al. 2017)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from enum import StrEnum
@@ -261,6 +262,11 @@ def train_cmd(
         if not state.is_file():
             raise UserInputError(f"there is nothing to resume: {state} does not exist.")
         checkpoint = load_checkpoint(state)
+    if world > 1 and device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():  # one GPU per rank, as torchrun numbers them
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     cm = open_model(model, weights, device)
     previews = [_square(load_sample(n), 192) for n in PREVIEW_IMAGES]
     show = not quiet and rank == 0
