@@ -133,6 +133,10 @@ def test_train_bad_inputs_are_one_sentence(
         assert code == 2, (extra, err)
         assert words in assert_one_sentence(err)
     assert _files(tmp_path) == {"photos"}
+    state_path(out).write_bytes(b"an interrupted run's state")  # kept, never overwritten
+    code, _, err = run_cli(capsys, *base, "--style", "brick", "--out", str(out))
+    assert code == 2 and "add --resume" in assert_one_sentence(err)
+    assert state_path(out).read_bytes() == b"an interrupted run's state"
 
 
 def test_two_process_torchrun_equals_one_process(

@@ -262,6 +262,11 @@ def train_cmd(
         if not state.is_file():
             raise UserInputError(f"there is nothing to resume: {state} does not exist.")
         checkpoint = load_checkpoint(state)
+    elif state.exists():
+        raise UserInputError(
+            f"an interrupted run's state is in {state}; add --resume to continue it, or "
+            "delete the file to start again."
+        )
     if world > 1 and device in ("auto", "cuda"):
         import torch
 
