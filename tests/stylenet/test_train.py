@@ -161,3 +161,33 @@ def test_content_images_load_lazily_shrunk_and_skip_a_bad_file(tmp_path: Path) -
     assert torch.equal(images[0], a)  # kept
     assert torch.equal(images[1], a)  # b.jpg is unreadable: the next image stands in
     assert list(images.skipped) == [str(tmp_path / "b.jpg")]
+
+
+def test_a_step_with_a_non_finite_gradient_is_skipped(
+    vgg: ConvModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 2's loss is made NaN: its update is skipped (the weights stay those of step 1)
+    and marked in the history, and step 3 trains on."""
+    import convscope.stylenet.train as train_lib
+
+    real = train_lib._evaluate
+    calls = [0]
+
+    def poisoned(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        value, losses = real(*args, **kwargs)
+        return (value * float("nan"), losses) if calls[0] == 2 else (value, losses)
+
+    options: dict[str, Any] = {
+        "size": 32, "batch": 1, "style_layers": LAYERS, "precision": "fp32", "seed": 1,
+    }  # fmt: skip
+    style, contents = [_small("brick")], [load_sample("coins")]
+    one = train_stylenet(vgg, style, contents, steps=1, **options)
+    monkeypatch.setattr(train_lib, "_evaluate", poisoned)
+    two = train_stylenet(vgg, style, contents, steps=2, **options)
+    assert _same_nets(one.net, two.net)  # step 2 changed nothing
+    calls[0] = 0
+    three = train_stylenet(vgg, style, contents, steps=3, **options)
+    assert [h["skipped"] for h in three.history] == [0.0, 1.0, 0.0]
+    assert all(torch.isfinite(p).all() for p in three.net.parameters())
+    assert not _same_nets(one.net, three.net)  # step 3 moved on

@@ -35,6 +35,8 @@ process or data-parallel on many:
   images, this equals one process with the same global batch (up to float rounding). The
   history holds the ranks' mean losses; `on_checkpoint` and `on_preview` run on rank 0 only.
   With batch norm, each rank normalizes over its own slice (DDP's default).
+- **Non-finite steps.** A step whose gradient holds an inf or NaN is skipped (Adam's state
+  untouched) and marked "skipped" in the history, so one bad batch cannot poison the run.
 - The loss network is left as it was (its `requires_grad` flags restored).
 
 The default weights (content 10, style 10, TV 1e-4 on the normalized terms) are provisional,
@@ -133,7 +135,7 @@ class StyleNetResult:
     """The trained network (in eval mode), each step's losses, and the configuration."""
 
     net: TransformerNet
-    history: list[dict[str, float]]  # per step: loss, content, style, tv, and the style index
+    history: list[dict[str, float]]  # per step: loss, content, style, tv, style index, skipped
     config: dict[str, Any] = field(default_factory=dict)
 
 
@@ -308,12 +310,14 @@ def train_stylenet(
             value, losses = _evaluate(probe, objective, y, loss_model, chosen)
             opt.zero_grad(set_to_none=True)
             (-value).backward()  # type: ignore[no-untyped-call]
-            opt.step()
+            finite = _finite_gradients(net)  # the same on every rank: DDP averaged them
+            if finite:
+                opt.step()
             record = _mean_over_ranks(
                 {"loss": float(-value.detach()), **{n: float(v) for n, v in losses.items()}},
                 world,
             )
-            history.append({**record, "style_index": float(k)})
+            history.append({**record, "style_index": float(k), "skipped": float(not finite)})
             done = step + 1
             if rank == 0 and on_checkpoint and checkpoint_every and done % checkpoint_every == 0:
                 on_checkpoint(_checkpoint(done, net, opt, history, config))
@@ -329,6 +333,13 @@ def train_stylenet(
         for p, flag in flags:
             p.requires_grad_(flag)
     return StyleNetResult(net.eval(), history, {**config, "steps": steps})
+
+
+def _finite_gradients(net: nn.Module) -> bool:
+    """Whether every gradient is finite; a step whose gradient is not is skipped (recorded
+    as "skipped" in the history), as mixed-precision training skips an overflowed step."""
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
 
 
 def _content(contents: Contents, index: int) -> Tensor:
