@@ -532,7 +532,7 @@ def apply_cmd(
         typer.Option(
             "--precision",
             help="auto: bfloat16 where the CPU or GPU does it natively (about 2x faster, "
-            "pixels within 0.06 of float32's), else fp32; fp32 is exact.",
+            "pixels within about 0.02 of float32's), else fp32; fp32 is exact.",
         ),
     ] = Precision(library_default("convscope.stylenet.apply:stylize", "precision")),
     device: DeviceOpt = "auto",

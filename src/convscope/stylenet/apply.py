@@ -8,12 +8,12 @@
 Images of one size go through the network `batch` at a time, under `torch.inference_mode`;
 the network's train/eval mode is restored afterwards and the caller's tensors are not
 touched. `precision` "auto" runs the network under bfloat16 autocast where the device does
-bfloat16 natively (about 2× faster on an AVX512-BF16 CPU; pixels within 0.06 of float32's,
-on a 0–1 scale, and about 0.003 on average), else in float32; "fp32" is exact. For the
-fastest exact float32 path, export the network (`convscope.stylenet.export`) and run it
-with onnxruntime (`OnnxStylizer`): about 1.7× faster than eager float32 on CPU (see
-bench/stylenet.py). `size` resizes each image's long side first (the aspect kept); `preserve_color`
-keeps each input's chroma, as `convscope style --original-colors` does.
+bfloat16 natively (2.1× faster than float32 at 512² on an AVX512-BF16 CPU; with trained
+weights the pixels come within 0.02 of float32's on a 0–1 scale, 0.001 on average; the
+tests allow 0.06), else in float32; "fp32" is exact. The exact float32 alternatives measured
+by bench/stylenet.py are `torch.compile` (1.6×, after about 30 s of compiling per size) and
+onnxruntime on an export (`convscope.stylenet.export`, 1.2–1.4×); they pay off for videos and
+folders, not for one image.
 """
 
 from __future__ import annotations
