@@ -122,6 +122,8 @@ def test_resuming_from_a_checkpoint_equals_the_uninterrupted_run(
     assert resumed.history == whole.history
     with pytest.raises(UserInputError, match=r"different training run .*lr"):
         train_stylenet(vgg, styles, contents, steps=6, resume=back, **{**options, "lr": 0.5})
+    with pytest.raises(UserInputError, match=r"different training run \(style_images"):
+        train_stylenet(vgg, styles[::-1], contents, steps=6, resume=back, **options)
     with pytest.raises(UserInputError, match="past --steps 2"):
         train_stylenet(vgg, styles, contents, steps=2, resume=back, **options)
 

@@ -3,7 +3,6 @@ many styles in one network, Dumoulin et al. 2017)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -76,16 +75,6 @@ def preview_path(out_path: Path, step: int) -> Path:
 
 def _style_name(spec: str) -> str:
     return Path(spec).stem if ("/" in spec or "." in spec) else spec
-
-
-def _pixels_hash(image: Tensor) -> str:
-    """The sha256 of an image's 8-bit RGB pixels (with its size), which names a style image
-    whatever file it came in."""
-    import torch
-
-    data = (image.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
-    head = f"{tuple(data.shape)}".encode()
-    return hashlib.sha256(head + data.numpy().tobytes()).hexdigest()
 
 
 def _square(image: Tensor, side: int) -> Tensor:
@@ -345,7 +334,7 @@ def train_cmd(
         result.net,
         out_path,
         styles=names,
-        thumbnails=[_pixels_hash(s) for s in style_imgs],
+        thumbnails=list(result.config["style_images"]),
         training=training,
         half=half,
     )

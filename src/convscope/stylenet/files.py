@@ -31,6 +31,7 @@ __all__ = [
     "FORMAT",
     "Checkpoint",
     "NetInfo",
+    "image_hash",
     "load_checkpoint",
     "load_net",
     "save_checkpoint",
@@ -170,6 +171,16 @@ def load_net(
 
 
 CHECKPOINT_FORMAT = "convscope.stylenet-checkpoint/1"
+
+
+def image_hash(image: Tensor) -> str:
+    """The sha256 of an image's 8-bit RGB pixels and shape, which names a style image whatever
+    file it came in (the network's "thumbnails" metadata; a checkpoint's configuration)."""
+    import hashlib
+
+    data = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
+    head = f"{tuple(data.shape)}".encode()
+    return hashlib.sha256(head + data.numpy().tobytes()).hexdigest()
 
 
 @dataclass

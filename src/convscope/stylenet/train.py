@@ -60,7 +60,7 @@ from convscope.errors import UserInputError, check_number, check_whole
 from convscope.events import Progress, ProgressCallback, no_progress
 from convscope.models.base import ConvModel, check_image_batch
 from convscope.probe import Probe
-from convscope.stylenet.files import Checkpoint
+from convscope.stylenet.files import Checkpoint, image_hash
 from convscope.stylenet.net import MIN_SIDE, Norm, TransformerNet
 from convscope.synthesize.objectives import Inputs, Objective
 from convscope.synthesize.octaves import resize
@@ -244,6 +244,7 @@ def train_stylenet(
         for n, v in weights.items()}, "content_layer": content_layer, "style_layers": layers,
         "style_size": style_size, "norm": norm, "seed": seed, "precision": chosen,
         "loss_model": loss_model.name, "contents": len(contents), "styles": len(style_imgs),
+        "style_images": [image_hash(s) for s in style_imgs],
     }  # fmt: skip
     start = 0
     if resume is not None:
