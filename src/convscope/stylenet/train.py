@@ -210,67 +210,25 @@ def train_stylenet(
     from the start of the run (a resumed run does the rest)."""
     if not styles:
         raise UserInputError("give at least one style image.")
-    if len(contents) == 0:
-        raise UserInputError("there are no content images to train on.")
-    if norm != "conditional" and len(styles) > 1:
-        raise UserInputError(f"{len(styles)} styles need --norm conditional, not {norm!r}.")
-    size = check_whole(size, "--size", MIN_SIDE)
-    batch = check_whole(batch, "--batch", 1)
     steps = check_whole(steps, "--steps", 1)
-    seed = check_whole(seed, "--seed", 0)
     checkpoint_every = check_whole(checkpoint_every, "--checkpoint-every", 0)
     preview_every = check_whole(preview_every, "--preview-every", 0)
-    rate = check_number(lr, "--lr", zero=False)
-    weights = {
-        "content": check_number(content_weight, "--content-weight", zero=True),
-        "style": check_number(style_weight, "--style-weight", zero=False),
-        "tv": check_number(tv_weight, "--tv-weight", zero=True),
-    }
-    if style_size is not None:
-        style_size = check_whole(style_size, "--style-size", MIN_SIDE)
-    layers = [str(n) for n in style_layers]
-    if not layers:
-        raise UserInputError("--style-layers names no layer.")
-    for name in [content_layer, *layers]:
-        loss_model.resolve(name)
-    check_size(loss_model, [content_layer, *layers], (size, size), "training crop")
-    chosen = choose_precision(precision, loss_model.device)
-    rank, world = _world()
-    if batch % world:
-        raise UserInputError(f"--batch {batch} does not split evenly over {world} processes.")
     style_imgs = [check_image_batch(s, "style image")[:1].detach().float().cpu() for s in styles]
-    config = {
-        "size": size, "batch": batch, "lr": rate, **{f"{n}_weight": v
-        for n, v in weights.items()}, "content_layer": content_layer, "style_layers": layers,
-        "style_size": style_size, "norm": norm, "seed": seed, "precision": chosen,
-        "loss_model": loss_model.name, "contents": len(contents), "styles": len(style_imgs),
-        "style_images": [image_hash(s) for s in style_imgs],
-    }  # fmt: skip
-    start = 0
-    if resume is not None:
-        if resume.config != config:
-            changed = sorted(k for k in config if resume.config.get(k) != config[k])
-            raise UserInputError(
-                "the checkpoint was made by a different training run ("
-                + ", ".join(changed or ["its configuration"]) + " differ); resume with the "
-                "same options, or start again."
-            )  # fmt: skip
-        if resume.step > steps:
-            raise UserInputError(f"the checkpoint is at step {resume.step}, past --steps {steps}.")
-        start = resume.step
-    side = style_size or size
-    targets = []
-    for s in style_imgs:
-        hw = output_size((int(s.shape[-2]), int(s.shape[-1])), side)
-        check_size(loss_model, layers, hw, "style image at --style-size")
-        targets.append(StyleTarget(style_grams(loss_model, [resize(s, hw).clamp(0, 1)], layers)))
+    rank, world = _world()
+    config = _configuration(
+        loss_model, style_imgs, len(contents), world, size=size, batch=batch, lr=lr,
+        content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+        content_layer=content_layer, style_layers=style_layers, style_size=style_size,
+        norm=norm, seed=seed, precision=precision,
+    )  # fmt: skip
+    start = 0 if resume is None else _resume_step(resume, config, steps)
+    targets = _style_targets(loss_model, style_imgs, config)
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(config["seed"])
         net = TransformerNet(norm=norm, styles=len(style_imgs) if norm == "conditional" else 1)
-    device = loss_model.device
-    net = net.to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=rate)
+    net = net.to(loss_model.device)
+    opt = torch.optim.Adam(net.parameters(), lr=config["lr"])
     history: list[dict[str, float]] = []
     if resume is not None:
         net.load_state_dict(resume.net)
@@ -282,42 +240,30 @@ def train_stylenet(
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(net)
-    pre = loss_model.preprocess
     flags = [(p, p.requires_grad) for p in loss_model.module.parameters()]
-    needed = sorted({content_layer, *layers})
-    share = batch // world
+    layer = config["content_layer"]
     try:
         for p, _ in flags:
             p.requires_grad_(False)
-        probe = Probe(loss_model, needed, detach=False, clone="auto", stop_early=True)
-        content_probe = Probe(loss_model, [content_layer], stop_early=True)
+        probes = (
+            Probe(loss_model, [layer], stop_early=True),  # the content batch's, to its layer
+            Probe(loss_model, sorted({layer, *config["style_layers"]}), detach=False,
+                  clone="auto", stop_early=True),
+        )  # fmt: skip
         for step in range(start, steps):
-            picks, places, k = _draw(seed, step, batch, len(contents), len(targets))
-            mine = range(rank * share, (rank + 1) * share)
-            x = torch.cat([_crop(_content(contents, picks[i]), size, places[i]) for i in mine]).to(
-                device
-            )  # (share, 3, size, size)
-            with torch.no_grad(), _autocast(device, chosen):
-                content_probe.run(pre.normalize(x))  # stops at the content layer
-                goal = content_probe.activations[content_layer].float().clone()
-            objective = perceptual(
-                content={content_layer: goal},
-                styles=[targets[k]],
-                content_weight=weights["content"],
-                style_weight=weights["style"],
-                tv_weight=weights["tv"],
-            )
-            y = model(x, style=k if norm == "conditional" else None)  # float32: see above
-            value, losses = _evaluate(probe, objective, y, loss_model, chosen)
+            picks, places, k = _draw(config["seed"], step, config["batch"], len(contents),
+                                     len(targets))  # fmt: skip
+            share = config["batch"] // world
+            x = torch.cat(
+                [_crop(_content(contents, picks[i]), config["size"], places[i])
+                 for i in range(rank * share, (rank + 1) * share)]
+            ).to(loss_model.device)  # (share, 3, size, size): this rank's slice  # fmt: skip
             opt.zero_grad(set_to_none=True)
-            (-value).backward()  # type: ignore[no-untyped-call]
+            record = _backward(loss_model, model, probes, x, targets[k], k, config)
             finite = _finite_gradients(net)  # the same on every rank: DDP averaged them
             if finite:
                 opt.step()
-            record = _mean_over_ranks(
-                {"loss": float(-value.detach()), **{n: float(v) for n, v in losses.items()}},
-                world,
-            )
+            record = _mean_over_ranks(record, world)
             history.append({**record, "style_index": float(k), "skipped": float(not finite)})
             done = step + 1
             if rank == 0 and on_checkpoint and checkpoint_every and done % checkpoint_every == 0:
@@ -334,6 +280,95 @@ def train_stylenet(
         for p, flag in flags:
             p.requires_grad_(flag)
     return StyleNetResult(net.eval(), history, {**config, "steps": steps})
+
+
+def _configuration(
+    loss_model: ConvModel, style_imgs: list[Tensor], contents: int, world: int, *, size: int,
+    batch: int, lr: float, content_weight: float, style_weight: float, tv_weight: float,
+    content_layer: str, style_layers: Sequence[str], style_size: int | None, norm: Norm,
+    seed: int, precision: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The run's options checked (one sentence each) and normalized: what a checkpoint must
+    match to be resumed, and what the saved network records."""
+    if contents == 0:
+        raise UserInputError("there are no content images to train on.")
+    if norm != "conditional" and len(style_imgs) > 1:
+        raise UserInputError(f"{len(style_imgs)} styles need --norm conditional, not {norm!r}.")
+    size = check_whole(size, "--size", MIN_SIDE)
+    batch = check_whole(batch, "--batch", 1)
+    if batch % world:
+        raise UserInputError(f"--batch {batch} does not split evenly over {world} processes.")
+    if style_size is not None:
+        style_size = check_whole(style_size, "--style-size", MIN_SIDE)
+    layers = [str(n) for n in style_layers]
+    if not layers:
+        raise UserInputError("--style-layers names no layer.")
+    for name in [content_layer, *layers]:
+        loss_model.resolve(name)
+    check_size(loss_model, [content_layer, *layers], (size, size), "training crop")
+    return {
+        "size": size, "batch": batch, "lr": check_number(lr, "--lr", zero=False),
+        "content_weight": check_number(content_weight, "--content-weight", zero=True),
+        "style_weight": check_number(style_weight, "--style-weight", zero=False),
+        "tv_weight": check_number(tv_weight, "--tv-weight", zero=True),
+        "content_layer": content_layer, "style_layers": layers, "style_size": style_size,
+        "norm": norm, "seed": check_whole(seed, "--seed", 0),
+        "precision": choose_precision(precision, loss_model.device),
+        "loss_model": loss_model.name, "contents": contents, "styles": len(style_imgs),
+        "style_images": [image_hash(s) for s in style_imgs],
+    }  # fmt: skip
+
+
+def _resume_step(resume: Checkpoint, config: dict[str, Any], steps: int) -> int:
+    """The step a checkpoint resumes at, when it belongs to this run (a one-sentence error
+    naming what differs otherwise)."""
+    if resume.config != config:
+        changed = sorted(k for k in config if resume.config.get(k) != config[k])
+        raise UserInputError(
+            "the checkpoint was made by a different training run ("
+            + ", ".join(changed or ["its configuration"]) + " differ); resume with the "
+            "same options, or start again."
+        )  # fmt: skip
+    if resume.step > steps:
+        raise UserInputError(f"the checkpoint is at step {resume.step}, past --steps {steps}.")
+    return resume.step
+
+
+def _style_targets(
+    loss_model: ConvModel, style_imgs: list[Tensor], config: dict[str, Any]
+) -> list[StyleTarget]:
+    """Each style's Gram matrices, computed once, with its long side at --style-size."""
+    layers, side = config["style_layers"], config["style_size"] or config["size"]
+    targets = []
+    for s in style_imgs:
+        hw = output_size((int(s.shape[-2]), int(s.shape[-1])), side)
+        check_size(loss_model, layers, hw, "style image at --style-size")
+        targets.append(StyleTarget(style_grams(loss_model, [resize(s, hw).clamp(0, 1)], layers)))
+    return targets
+
+
+def _backward(
+    loss_model: ConvModel, model: nn.Module, probes: tuple[Probe, Probe], x: Tensor,
+    target: StyleTarget, k: int, config: dict[str, Any],
+) -> dict[str, float]:  # fmt: skip
+    """The loss of style `k` on the content batch `x` (B, 3, size, size), its gradient
+    accumulated into the network's; returns the losses."""
+    content_probe, probe = probes
+    layer, chosen = config["content_layer"], config["precision"]
+    with torch.no_grad(), _autocast(x.device, chosen):
+        content_probe.run(loss_model.preprocess.normalize(x))  # stops at the content layer
+        goal = content_probe.activations[layer].float().clone()
+    objective = perceptual(
+        content={layer: goal},
+        styles=[target],
+        content_weight=config["content_weight"],
+        style_weight=config["style_weight"],
+        tv_weight=config["tv_weight"],
+    )
+    y = model(x, style=k if config["norm"] == "conditional" else None)  # float32: see above
+    value, losses = _evaluate(probe, objective, y, loss_model, chosen)
+    (-value).backward()  # type: ignore[no-untyped-call]
+    return {"loss": float(-value.detach()), **{n: float(v) for n, v in losses.items()}}
 
 
 def _finite_gradients(net: nn.Module) -> bool:
