@@ -20,7 +20,9 @@ process or data-parallel on many:
   seeded random permutations of it, one per epoch; each image is resized so its short side
   is `size` and cropped to `size`×`size` at a random place.
 - **Styles.** With N styles (norm "conditional"), each step trains one style, drawn at random,
-  as Dumoulin et al. do. `style_size` resizes each style image's long side first (the style
+  as Dumoulin et al. do; the per-style scales and shifts learn at N × `lr`, as each trains on
+  1/N of the steps (at `lr`, 500 steps into a 4-style run the styles still looked the same).
+  `style_size` resizes each style image's long side first (the style
   scale: the Grams describe the style's patterns at that size); by default, `size`.
 - **Determinism and resuming.** The initial weights come from `seed` (inside
   `torch.random.fork_rng`, so the caller's random state is left alone). Every random choice
@@ -228,7 +230,7 @@ def train_stylenet(
         torch.manual_seed(config["seed"])
         net = TransformerNet(norm=norm, styles=len(style_imgs) if norm == "conditional" else 1)
     net = net.to(loss_model.device)
-    opt = torch.optim.Adam(net.parameters(), lr=config["lr"])
+    opt = torch.optim.Adam(_parameter_groups(net, config["lr"]))
     history: list[dict[str, float]] = []
     if resume is not None:
         net.load_state_dict(resume.net)
@@ -280,6 +282,19 @@ def train_stylenet(
         for p, flag in flags:
             p.requires_grad_(flag)
     return StyleNetResult(net.eval(), history, {**config, "steps": steps})
+
+
+def _parameter_groups(net: TransformerNet, lr: float) -> list[dict[str, Any]]:
+    """Adam's groups: the shared weights at `lr`; a conditional network's per-style scales and
+    shifts at `lr` × the number of styles, since each style trains on 1/N of the steps (Adam's
+    steps are about `lr` whatever the gradient, so they move as far in all as the shared
+    weights do)."""
+    per_style = [p for n, p in net.named_parameters() if n.endswith((".scale", ".shift"))]
+    if not per_style or net.styles == 1:
+        return [{"params": list(net.parameters()), "lr": lr}]
+    ids = {id(p) for p in per_style}
+    shared = [p for p in net.parameters() if id(p) not in ids]
+    return [{"params": shared, "lr": lr}, {"params": per_style, "lr": lr * net.styles}]
 
 
 def _configuration(
