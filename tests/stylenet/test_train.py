@@ -154,15 +154,20 @@ def test_content_images_load_lazily_shrunk_and_skip_a_bad_file(tmp_path: Path) -
 
     from convscope.data.datasets import load_dataset
 
-    Image.new("RGB", (300, 120), (255, 0, 0)).save(tmp_path / "a.png")
+    red = torch.zeros(120, 300, 3, dtype=torch.uint8)
+    red[..., 0] = 255
+    red[::2, :, 1] = 9  # stripes: not one colour
+    Image.fromarray(red.numpy()).save(tmp_path / "a.png")
     (tmp_path / "b.jpg").write_bytes(b"not a jpeg")
+    Image.new("RGB", (200, 100), (255, 255, 255)).save(tmp_path / "c.png")  # blank
     images = ContentImages(load_dataset(tmp_path), side=64)
-    assert len(images) == 2
+    assert len(images) == 3
     a = images[0]
     assert tuple(a.shape) == (1, 3, 64, 160) and float(a[0, 0].mean()) == pytest.approx(1.0)
     assert torch.equal(images[0], a)  # kept
     assert torch.equal(images[1], a)  # b.jpg is unreadable: the next image stands in
-    assert list(images.skipped) == [str(tmp_path / "b.jpg")]
+    assert torch.equal(images[2], a)  # c.png is blank: the next image (a, again) stands in
+    assert list(images.skipped) == [str(tmp_path / "b.jpg"), str(tmp_path / "c.png")]
 
 
 def test_a_step_with_a_non_finite_gradient_is_skipped(

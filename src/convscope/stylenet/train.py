@@ -95,8 +95,10 @@ class ContentImages:
     """The images of a dataset (`convscope.data.load_dataset`: a folder, or a built-in set),
     decoded when first asked for and kept in memory shrunk so their short side is `side` (as
     8-bit, about 200 KB each at 256 px), so a few thousand photos are read from disk once
-    (`keep` bounds how many are kept). An unreadable image is replaced by the next readable
-    one (the same on every rank) and its name kept in `skipped`."""
+    (`keep` bounds how many are kept). An unreadable or blank (one-colour) image is replaced
+    by the next usable one (the same on every rank) and its name kept in `skipped`: a blank
+    crop gives an infinite gradient through the first instance norm (seen on transparent
+    wallpapers, which read as plain white)."""
 
     def __init__(self, dataset: ImageDataset, *, side: int, keep: int = 8192) -> None:
         self.dataset = dataset
@@ -120,6 +122,9 @@ class ContentImages:
                 self.skipped[self.dataset.ident(i)] = str(exc)
                 continue
             x = check_image_batch(image, f"content image {self.dataset.ident(i)}")[:1]
+            if float(x.flatten(2).std(dim=2).max()) < 1 / 255:  # one colour: a transparent PNG
+                self.skipped[self.dataset.ident(i)] = "a blank image (one colour)"
+                continue
             h, w = int(x.shape[-2]), int(x.shape[-1])
             scale = self.side / min(h, w)
             if scale < 1:
