@@ -59,8 +59,17 @@ def _styles(ctx: DemoContext, net: TransformerNet, info: NetInfo) -> Figure:
     )
 
 
+def _square(name: str, side: int) -> Tensor:
+    """(3, side, side): the photo's middle square."""
+    x = load_sample(name)
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    k = min(h, w)
+    y0, x0 = (h - k) // 2, (w - k) // 2
+    return resize(x[None, :, y0 : y0 + k, x0 : x0 + k], (side, side))[0].clamp(0, 1)
+
+
 def _blend_grid(ctx: DemoContext, net: TransformerNet, info: NetInfo) -> Figure:
-    photo = _photo(GRID_PHOTO, GRID_SIZE)
+    photo = _square(GRID_PHOTO, GRID_SIZE)
     corners = torch.eye(len(info.styles))  # (4, 4): the four styles, one-hot
     t = torch.linspace(0, 1, STEPS)
     weights = [
@@ -72,14 +81,12 @@ def _blend_grid(ctx: DemoContext, net: TransformerNet, info: NetInfo) -> Figure:
     tiles = [stylize(net, [photo], style=w.tolist())[0] for w in weights]
     grid = image_grid(tiles, ncol=STEPS, tile=GRID_SIZE)
     names = info.styles
-    fig = ctx.save(
-        "stylenet_blend_grid.png",
-        titled(grid, f"{names[0]} ↔ {names[1]} (top), {names[2]} ↔ {names[3]} (bottom)"),
-    )
+    fig = ctx.save("stylenet_blend_grid.png", titled(grid, "Four styles blended"))
     return Figure(
         fig.src,
         "Blending at test time: the network's per-style scales and shifts are mixed with "
-        "bilinear weights (normalized to sum 1), the four styles at the corners "
+        f"bilinear weights (normalized to sum 1), {names[0]} top left, {names[1]} top right, "
+        f"{names[2]} bottom left, {names[3]} bottom right "
         f"(`convscope stylenet apply {NET} {GRID_PHOTO} --grid {','.join(names)}`).",
         wide=False,
     )
