@@ -8,11 +8,11 @@
 Images of one size go through the network `batch` at a time, under `torch.inference_mode`;
 the network's train/eval mode is restored afterwards and the caller's tensors are not
 touched. `precision` "auto" runs the network under bfloat16 autocast where the device does
-bfloat16 natively (2.1× faster than float32 at 512² on an AVX512-BF16 CPU; with trained
+bfloat16 natively (2.1–2.5× faster than float32 at 512² on an AVX512-BF16 CPU; with trained
 weights the pixels come within 0.02 of float32's on a 0–1 scale, 0.001 on average; the
 tests allow 0.06), else in float32; "fp32" is exact. The exact float32 alternatives measured
-by bench/stylenet.py are `torch.compile` (1.6×, after about 30 s of compiling per size) and
-onnxruntime on an export (`convscope.stylenet.export`, 1.2–1.4×); they pay off for videos and
+by bench/stylenet.py are `torch.compile` (1.6–1.7×, after up to 30 s of compiling per size)
+and onnxruntime on an export (`convscope.stylenet.export`, 1.2–1.5×); they pay off for videos and
 folders, not for one image.
 """
 
