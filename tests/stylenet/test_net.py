@@ -218,3 +218,19 @@ def test_the_upsampling_conv_equals_upsample_pad_conv(h: int, w: int, channels: 
     gf = torch.autograd.grad((fast * probe).sum(), [x, weight])
     gs = torch.autograd.grad((slow * probe).sum(), [x, weight])
     assert all(torch.allclose(a, b, atol=1e-9) for a, b in zip(gf, gs, strict=True))
+
+
+def test_blend_grids_run_corner_to_corner() -> None:
+    from convscope.stylenet.net import blend_grid
+
+    row = blend_grid([2, 0], 3, steps=5)
+    assert tuple(row.shape) == (5, 3)
+    assert torch.equal(row[0], torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.equal(row[-1], torch.tensor([1.0, 0.0, 0.0]))
+    square = blend_grid([0, 1, 2, 3], 4, steps=3)
+    assert tuple(square.shape) == (9, 4)
+    assert torch.allclose(square.sum(dim=1), torch.ones(9))
+    assert torch.equal(square[[0, 2, 6, 8]], torch.eye(4))  # the corners
+    assert torch.allclose(square[4], torch.full((4,), 0.25))  # the middle
+    with pytest.raises(UserInputError, match="two or four"):
+        blend_grid([0, 1, 2], 3)

@@ -413,23 +413,13 @@ def _choice(info: Any, style: str | None, blend: str | None) -> int | list[float
 def _grid_weights(info: Any, spec: str) -> tuple[Tensor, int]:
     """--grid A,B (GRID_STEPS blends from A to B) or A,B,C,D (a GRID_STEPS² square, A, B at
     the top corners, C, D at the bottom): the (n, styles) weights and the columns."""
-    import torch
+    from convscope.stylenet.net import blend_grid
 
     names = [s.strip() for s in spec.split(",")]
     if len(names) not in (2, 4) or not all(names):
         raise UserInputError(f"--grid takes two or four style names, like A,B; got {spec!r}.")
-    corners = torch.eye(len(info.styles))[[info.index(n) for n in names]]  # (2 or 4, styles)
-    t = torch.linspace(0, 1, GRID_STEPS)
-    if len(names) == 2:
-        rows = [(1 - a) * corners[0] + a * corners[1] for a in t]
-    else:
-        rows = [
-            (1 - b) * ((1 - a) * corners[0] + a * corners[1])
-            + b * ((1 - a) * corners[2] + a * corners[3])
-            for b in t
-            for a in t
-        ]
-    return torch.stack(rows), GRID_STEPS
+    corners = [info.index(n) for n in names]
+    return blend_grid(corners, len(info.styles), GRID_STEPS), GRID_STEPS
 
 
 def _inputs(specs: list[str]) -> list[tuple[str, str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import torch
 from torch import Tensor
 
 from convscope.data.samples import load_sample
@@ -14,7 +13,7 @@ from convscope.render.grids import image_grid, titled
 from convscope.render.html import Figure, Section
 from convscope.stylenet.apply import stylize
 from convscope.stylenet.files import NetInfo, load_net
-from convscope.stylenet.net import TransformerNet
+from convscope.stylenet.net import TransformerNet, blend_grid
 from convscope.stylenet.zoo import card_path, net_path
 from convscope.synthesize.octaves import resize
 from convscope.synthesize.recipes.style import output_size
@@ -70,14 +69,7 @@ def _square(name: str, side: int) -> Tensor:
 
 def _blend_grid(ctx: DemoContext, net: TransformerNet, info: NetInfo) -> Figure:
     photo = _square(GRID_PHOTO, GRID_SIZE)
-    corners = torch.eye(len(info.styles))  # (4, 4): the four styles, one-hot
-    t = torch.linspace(0, 1, STEPS)
-    weights = [
-        (1 - b) * ((1 - a) * corners[0] + a * corners[1])
-        + b * ((1 - a) * corners[2] + a * corners[3])
-        for b in t
-        for a in t
-    ]
+    weights = blend_grid([0, 1, 2, 3], len(info.styles), STEPS)  # (STEPS², 4)
     tiles = [stylize(net, [photo], style=w.tolist())[0] for w in weights]
     grid = image_grid(tiles, ncol=STEPS, tile=GRID_SIZE)
     names = info.styles

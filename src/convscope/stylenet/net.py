@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convscope.errors import UserInputError
+from convscope.errors import UserInputError, check_whole
 from convscope.synthesize.perceptual import blend_weights
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "Norm",
     "StyleChoice",
     "TransformerNet",
+    "blend_grid",
     "style_weights",
 ]
 
@@ -202,6 +203,27 @@ def style_weights(style: StyleChoice, styles: int, batch: int) -> Tensor:
         return torch.tensor(rows, dtype=torch.float32)
     values = style.tolist() if isinstance(style, Tensor) else list(style)
     return torch.tensor([blend_weights(values, styles)] * batch, dtype=torch.float32)
+
+
+def blend_grid(corners: Sequence[int], styles: int, steps: int = 5) -> Tensor:
+    """Blend weights for a grid between styles: two corner styles give a row of `steps`
+    blends from the first to the second; four give a `steps`×`steps` square (row by row),
+    the first two at the top corners and the last two at the bottom, bilinear in between.
+    (n, styles), each row summing to 1."""
+    if len(corners) not in (2, 4):
+        raise UserInputError(f"a blend grid has two or four corner styles, not {len(corners)}.")
+    one_hot = torch.eye(styles)[list(corners)]  # (2 or 4, styles)
+    t = torch.linspace(0, 1, check_whole(steps, "steps", 2))
+    if len(corners) == 2:
+        rows = [(1 - a) * one_hot[0] + a * one_hot[1] for a in t]
+    else:
+        rows = [
+            (1 - b) * ((1 - a) * one_hot[0] + a * one_hot[1])
+            + b * ((1 - a) * one_hot[2] + a * one_hot[3])
+            for b in t
+            for a in t
+        ]
+    return torch.stack(rows)
 
 
 class TransformerNet(nn.Module):
