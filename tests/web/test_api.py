@@ -368,3 +368,29 @@ def test_past_the_queue_limit_new_jobs_get_503_with_retry_after(serve: Any) -> N
                 ).status_code
                 == 202
             )
+
+
+def test_a_scan_of_the_servers_dataset_gives_a_channels_top_patches(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    colors = [(250, 40, 20), (20, 40, 250), (30, 30, 30), (240, 240, 240), (200, 120, 30)]
+    for i, color in enumerate(colors):
+        (folder / f"{i}.png").write_bytes(_png((24, 24), color))
+    app = create_app(ServerConfig(models=["tiny"], device="cpu", dataset=str(folder)))
+    with TestClient(app) as c:
+        image = _image(c)
+        ask = {"kind": "channel", "model": "tiny", "image": image, "layer": "relu1", "channel": 0}
+        assert _job(c, ask).json()["result"]["patches"] is None  # no scan yet
+        r = _job(c, {"kind": "scan", "model": "tiny", "layer": "relu1", "k": 3})
+        assert r.status_code == 200 and r.json()["result"]["images"] == 5
+        assert r.json()["events"] >= 1  # the scan's progress was streamed
+        patches = _job(c, ask).json()["result"]["patches"]
+        assert patches is not None
+        assert c.get(f"/api/results/{patches}.png").status_code == 200
+        layer = {"kind": "activations", "model": "tiny", "image": image, "layer": "relu1"}
+        assert _job(c, layer).json()["result"]["scanned"] is True
+
+
+def test_a_scan_needs_a_dataset(client: TestClient) -> None:
+    r = _job(client, {"kind": "scan", "model": "tiny", "layer": "relu1"})
+    assert r.status_code == 400 and "--dataset" in r.json()["error"]
