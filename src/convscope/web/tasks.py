@@ -387,6 +387,7 @@ def synthesize(
             steps=int(p.get("steps", 100)),
             untargeted=bool(p.get("untargeted", False)),
             seed=seed,
+            preview_every=preview_every,
             on_progress=on,
         )
         ctx.set_preview(adv.image)
@@ -401,6 +402,7 @@ def synthesize(
             size=p.get("size"),
             steps=int(p.get("steps", 200)),
             seed=seed,
+            preview_every=preview_every,
             on_progress=on,
         )
         picture = invert.inversion_panel(inv)
@@ -414,6 +416,7 @@ def synthesize(
             steps=int(p.get("steps", 10)),
             size=p.get("size"),
             seed=seed,
+            preview_every=preview_every,
             on_progress=on,
         )
         picture = dr.image

@@ -281,6 +281,7 @@ def adversarial(
     random_start: bool = False,
     min_probability: float = 0.0,
     seed: int = 0,
+    preview_every: int | None = None,
     on_progress: ProgressCallback = no_progress,
 ) -> AdversarialResult:
     """An adversarial example for `image` (3, H, W) in [0, 1] (see the module docstring).
@@ -296,6 +297,7 @@ def adversarial(
             drawn with `seed`; otherwise from the image itself.
         min_probability: a targeted attack goes on until the target is the top-1 with at
             least this probability (0: as soon as it is the top-1), within `steps`.
+        preview_every: attach the current image to every N-th step's progress event.
     """
     run, plan = plan_adversarial(
         model,
@@ -326,7 +328,12 @@ def adversarial(
             }
         )
         with seeded(seed + 1):
-            result = run.start(task="adversarial", recipe=recipe, on_progress=on_progress)
+            result = run.start(
+                task="adversarial",
+                recipe=recipe,
+                preview_every=preview_every,
+                on_progress=on_progress,
+            )
         used, history = result.steps, result.history
     # Distances from the whole levels, so that 2 levels read as exactly 2/255.
     diff = ((check.image.double() * LEVELS).round() - check.base.double()) / LEVELS

@@ -360,7 +360,9 @@ def _octave_events(on_progress: ProgressCallback, k: int, n: int, steps: int) ->
     return emit
 
 
-def _run(plan: DreamPlan, on_progress: ProgressCallback) -> DreamResult:
+def _run(
+    plan: DreamPlan, on_progress: ProgressCallback, preview_every: int | None = None
+) -> DreamResult:
     seconds: list[float] = []
     last: list[SynthesisResult] = []
     n = len(plan.sizes)
@@ -368,7 +370,9 @@ def _run(plan: DreamPlan, on_progress: ProgressCallback) -> DreamResult:
     def one(start: Tensor, k: int) -> Tensor:
         t0 = time.perf_counter()
         result = plan.run_for(start).start(
-            task="dream", on_progress=_octave_events(on_progress, k, n, plan.steps)
+            task="dream",
+            preview_every=preview_every,
+            on_progress=_octave_events(on_progress, k, n, plan.steps),
         )
         seconds.append(time.perf_counter() - t0)
         last[:] = [result]
@@ -396,6 +400,7 @@ def dream(
     tile: int | None = None,
     size: int | None = None,
     seed: int = 0,
+    preview_every: int | None = None,
     on_progress: ProgressCallback = no_progress,
 ) -> DreamResult:
     """DeepDream `image` (3, H, W) or (1, 3, H, W) in [0, 1] at `layer` (see the module
@@ -410,6 +415,7 @@ def dream(
         tile: optimize larger octaves tile by tile (bounded memory, no seams).
         size: resize the image so that its longer side is `size` first (default: as it is).
         seed: the same seed gives the same dream.
+        preview_every: attach the current octave's image to every N-th step's event.
     """
     plan = plan_dream(
         model,
@@ -426,7 +432,7 @@ def dream(
         size=size,
     )
     with seeded(seed):
-        return _run(plan, on_progress)
+        return _run(plan, on_progress, preview_every)
 
 
 def zoom_image(image: Tensor, factor: float) -> Tensor:

@@ -257,6 +257,7 @@ def invert(
     tv: float | None = None,
     alpha: float = ALPHA,
     seed: int = 0,
+    preview_every: int | None = None,
     on_progress: ProgressCallback = no_progress,
 ) -> InversionResult:
     """Reconstruct `image` (3, H, W) or (1, 3, H, W) in [0, 1] from the features of each of
@@ -268,6 +269,7 @@ def invert(
         tv: one λV for every layer (default: 0.0025 × the layer's stride).
         alpha: λα.
         seed: the random start (the same for every layer); the same seed, the same images.
+        preview_every: attach the current image to every N-th step's progress event.
     """
     plan = plan_invert(
         model, image, layers, size=size, steps=steps, lr=lr, tv=tv, alpha=alpha, seed=seed
@@ -280,7 +282,9 @@ def invert(
         plan.layers, plan.runs, plan.targets, plan.tv_weights, strict=True
     ):
         with seeded(seed + 1):
-            result = run.start(task=f"invert {layer}", on_progress=on_progress)
+            result = run.start(
+                task=f"invert {layer}", preview_every=preview_every, on_progress=on_progress
+            )
         x = result.image
         phi = capture(model, model.preprocess.normalize(x.to(model.device)), [layer])[layer]
         done.append(
