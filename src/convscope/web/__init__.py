@@ -9,6 +9,14 @@ from convscope.web.app import (
     PAGES,
     ServerConfig,
     create_app,
+    listening_socket,
 )
 
-__all__ = ["DEFAULT_QUEUE_LIMIT", "DEFAULT_UPLOAD_MB", "PAGES", "ServerConfig", "create_app"]
+__all__ = [
+    "DEFAULT_QUEUE_LIMIT",
+    "DEFAULT_UPLOAD_MB",
+    "PAGES",
+    "ServerConfig",
+    "create_app",
+    "listening_socket",
+]

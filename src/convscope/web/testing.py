@@ -4,14 +4,13 @@ loopback, for API tests, browser tests and `bench/web.py`."""
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
 
 from fastapi import FastAPI
 
-from convscope.web.app import ServerConfig, create_app
+from convscope.web.app import ServerConfig, create_app, listening_socket
 
 __all__ = ["live_server"]
 
@@ -23,8 +22,7 @@ def live_server(config: ServerConfig) -> Iterator[tuple[str, FastAPI]]:
     import uvicorn
 
     app = create_app(config)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock = listening_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
