@@ -17,8 +17,16 @@ from convscope.inspect.scan import TopK
 from convscope.models.base import ConvModel
 from convscope.probe import Probe, ReceptiveField, receptive_fields
 from convscope.render.grids import image_grid, titled
+from convscope.render.heatmaps import signed_gradient_image
 
-__all__ = ["PatchEntry", "crop_patch", "guided_patches", "hatch", "top_patches_figure"]
+__all__ = [
+    "PatchEntry",
+    "crop_patch",
+    "guided_crop",
+    "guided_patches",
+    "hatch",
+    "top_patches_figure",
+]
 
 
 @dataclass(frozen=True)
@@ -59,10 +67,18 @@ def hatch(patch: Tensor, mask: Tensor, *, period: int = 6) -> Tensor:
     return torch.where(mask, patch, pad.expand_as(patch))
 
 
-def _show_gradient(g: Tensor) -> Tensor:
-    """A (3, h, w) gradient → an image: zero is mid-gray, ± the largest magnitude → 0 / 1."""
-    scale = g.abs().amax().clamp_min(1e-12)
-    return (g / scale * 0.5 + 0.5).clamp(0, 1)
+def guided_crop(grad: Tensor, box: tuple[int, int, int, int]) -> Tensor:
+    """One patch's guided-backprop image: the (3, H, W) gradient cropped to `box`, shown
+    signed (zero is mid-gray) and scaled on its own part inside the image, to the 99.5th
+    percentile of its magnitudes (`signed_gradient_image`: the maximum would leave it flat
+    gray), with the padding beyond the border hatched."""
+    gpatch, mask = crop_patch(grad, box)  # (3, h, w), (h, w)
+    guided = torch.full_like(gpatch, 0.5)
+    if bool(mask.any()):
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        guided[:, r0:r1, c0:c1] = signed_gradient_image(gpatch[:, r0:r1, c0:c1])
+    return hatch(guided, mask)
 
 
 def _entries(top: TopK, channels: Sequence[int]) -> list[list[PatchEntry]]:
@@ -147,8 +163,7 @@ def top_patches_figure(
             tiles.append(hatch(patch, mask))
             labels.append(f"ch {e.channel} · {e.value:.3g}" if j == 0 else f"{e.value:.3g}")
             if guided:
-                g, _ = crop_patch(_show_gradient(next(g_iter)), box)
-                tiles.append(hatch(g, mask))
+                tiles.append(guided_crop(next(g_iter), box))
                 labels.append("guided")
         missing = top.k - len(row)
         for _ in range(missing * (2 if guided else 1)):
