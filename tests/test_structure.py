@@ -12,7 +12,13 @@ from pathlib import Path
 import convscope
 
 ROOT = Path(convscope.__file__).resolve().parent
-TOP = ("convscope.cli", "convscope.gallery", "convscope.web", "convscope.testing")
+TOP = (
+    "convscope.cli",
+    "convscope.gallery",
+    "convscope.web",
+    "convscope.testing",
+    "convscope.atlas",
+)
 """What sits on top of the library: the library never imports these."""
 
 

@@ -142,6 +142,15 @@ COMMANDS: dict[str, tuple[Runner, dict[str, str]]] = {
     ),
     "reproduce": (lambda d, o: ["reproduce", str(d / "v.png")], {"--out": "r.png"}),
     "demo": (lambda d, o: ["demo", "--sections", "layers"], {"--out": "gallery"}),
+    "atlas": (
+        lambda d, o: [
+            *("atlas", "-m", "tiny", "--dataset", str(d / "images"), "--layers", "relu1"),
+            *("--channels", "0-1", "--steps", "2", "--size", "16", "--diverse", "0", "--k", "2"),
+            *("--map-method", "pca", "--neighbors", "2"),
+        ],
+        {"--out": "atlas"},
+    ),
+    "serve": (lambda d, o: ["serve", "--port", "0", "--model", "tiny"], {}),
 }
 
 
@@ -185,7 +194,7 @@ def test_a_missing_folder_is_refused_before_any_work(
     assert _files(tmp_path) == []  # no folder made, no other output written
 
 
-FILE_CASES = [(n, o) for n, o in CASES if n != "demo"]
+FILE_CASES = [(n, o) for n, o in CASES if n not in ("demo", "atlas")]  # they write folders
 
 
 @pytest.mark.parametrize(("name", "option"), FILE_CASES)

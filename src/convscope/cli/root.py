@@ -32,8 +32,10 @@ from convscope.cli import dream  # noqa: F401
 from convscope.cli import texture  # noqa: F401
 from convscope.cli import style  # noqa: F401
 from convscope.cli import stylenet  # noqa: F401
+from convscope.cli import atlas  # noqa: F401
 from convscope.cli import reproduce  # noqa: F401
 from convscope.cli import demo  # noqa: F401
+from convscope.cli import serve  # noqa: F401
 
 # isort: on
 from convscope.errors import Interrupted, UserInputError

@@ -17,6 +17,7 @@ from convscope.events import Progress
 from convscope.gallery import (
     activation_maps,
     activation_scaling,
+    atlas,
     attribution,
     classification,
     evaluation,
@@ -66,6 +67,8 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("synthesis", "Synthesis",
                 "class visualization per preset, diverse images, adversarial, inversion, dream",
                 synthesis.section),
+    SectionSpec("atlas", "Atlas",
+                "a small static site: a page per channel, a map of the dataset", atlas.section),
     SectionSpec("texture", "Texture synthesis",
                 "Gram-matrix textures layer by layer; Efros-Leung beside them", texture.section),
     SectionSpec("style", "Style transfer",

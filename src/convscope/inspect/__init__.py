@@ -8,6 +8,8 @@ from convscope.inspect.activations import channel_spec as channel_spec
 from convscope.inspect.activations import parse_channels as parse_channels
 from convscope.inspect.activations import scaling_caption as scaling_caption
 from convscope.inspect.activations import strongest_channels as strongest_channels
+from convscope.inspect.class_means import ClassMeans as ClassMeans
+from convscope.inspect.class_means import class_means as class_means
 from convscope.inspect.embed import embed_2d as embed_2d
 from convscope.inspect.embed import grid_snap as grid_snap
 from convscope.inspect.embed import knn_accuracy_2d as knn_accuracy_2d

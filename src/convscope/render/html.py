@@ -14,6 +14,7 @@ class Figure:
     src: str  # a path relative to the page
     caption: str = ""
     wide: bool = False
+    href: str = ""  # where a click on the image leads (relative to the page), if anywhere
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Section:
     figures: Sequence[Figure] = ()
     table: Sequence[Sequence[str]] = ()  # first row is the header
     notes: Sequence[str] = field(default_factory=tuple)
+    links: Sequence[tuple[str, str]] = ()  # (href relative to the page, text)
 
 
 _CSS = """
@@ -43,6 +45,7 @@ section { max-width: 1200px; margin: 1.5rem auto; padding: 1.2rem 2rem;
           background: var(--card); border-radius: 14px; }
 section h2 { margin: 0 0 .3rem; }
 section > p { color: var(--dim); margin-top: 0; }
+section > p.links a { color: var(--accent); font-weight: 600; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr));
         gap: 1rem; }
 figure { margin: 0; }
@@ -77,13 +80,18 @@ def gallery_html(title: str, subtitle: str, sections: Sequence[Section], footer:
         parts.append(f"<section id='{_anchor(s.title)}'><h2>{esc(s.title)}</h2>")
         if s.intro:
             parts.append(f"<p>{esc(s.intro)}</p>")
+        if s.links:
+            anchors = " · ".join(f"<a href='{esc(h)}'>{esc(t)}</a>" for h, t in s.links)
+            parts.append(f"<p class='links'>{anchors}</p>")
         if s.figures:
             parts.append("<div class='grid'>")
             for f in s.figures:
                 cls = " class='wide'" if f.wide else ""
+                img = f"<img src='{esc(f.src)}' alt='{esc(f.caption)}' loading='lazy'>"
+                if f.href:
+                    img = f"<a href='{esc(f.href)}'>{img}</a>"
                 parts.append(
-                    f"<figure{cls}><img src='{esc(f.src)}' alt='{esc(f.caption)}' loading='lazy'>"
-                    f"<figcaption>{esc(f.caption)}</figcaption></figure>"
+                    f"<figure{cls}>{img}<figcaption>{esc(f.caption)}</figcaption></figure>"
                 )
             parts.append("</div>")
         if s.table:
