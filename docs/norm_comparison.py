@@ -46,7 +46,9 @@ def main() -> None:
         tiles += stylize(net, photos, precision="fp32")
         labels += [f"{norm}, {steps} steps"] * len(photos)
     grid = image_grid(tiles, labels=labels, ncol=len(PHOTOS), tile=SIZE, label_height=22)
-    save_png(titled(grid, "The same style, trained with instance norm and with batch norm"), args.out)
+    save_png(
+        titled(grid, "The same style, trained with instance norm and with batch norm"), args.out
+    )
 
 
 if __name__ == "__main__":

@@ -356,13 +356,22 @@ async function setupSynthesize() {
     $("style-thumb").src = `/api/images/${image.id}.png`;
   }
   async function chooseStyle() {
+    if (!styleSelect.value) return;
     try { showStyle(await sample(styleSelect.value)); } catch (e) { showError(e.message); }
   }
   styleSelect.addEventListener("change", chooseStyle);
   $("style-upload").addEventListener("change", async (ev) => {
     const file = ev.target.files[0];
     if (!file) return;
-    try { showStyle(await upload(file)); } catch (e) { showError(e.message); }
+    try {
+      showStyle(await upload(file));
+      const mine = document.createElement("option");
+      mine.value = "";
+      mine.textContent = `uploaded: ${file.name}`;
+      styleSelect.querySelector("option[value='']")?.remove();
+      styleSelect.prepend(mine);
+      styleSelect.value = "";
+    } catch (e) { showError(e.message); }
   });
   function showKnobs() {
     const r = recipe.value;
