@@ -48,13 +48,13 @@ from convscope.atlas.store import JobStore, digest, slug, write_if_changed
 from convscope.data.datasets import ImageDataset, load_dataset
 from convscope.data.images import save_pngs
 from convscope.data.stream import save_tensors
-from convscope.errors import UserInputError
+from convscope.errors import UserInputError, check_whole
 from convscope.events import Progress, ProgressCallback, no_progress
 from convscope.inspect.activations import parse_channels
 from convscope.inspect.class_means import class_means
 from convscope.inspect.embed import METHODS, Method
 from convscope.inspect.features import FeatureFile, extract_features, load_features
-from convscope.inspect.scan import TopK, scan_top_activations
+from convscope.inspect.scan import TopK, agree, broadcast_object, scan_top_activations
 from convscope.models.base import ConvModel
 from convscope.probe import ReceptiveField, receptive_fields
 from convscope.synthesize.recipes.visualize import layer_shape, visualize
@@ -121,12 +121,6 @@ def default_map_layer(model: ConvModel, layers: Sequence[str]) -> str:
     return layers[-1]
 
 
-def _check_int(value: object, name: str, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise UserInputError(f"{name} must be a whole number of at least {least}, got {value!r}.")
-    return value
-
-
 def _check_float(value: object, name: str, *, positive: bool) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(float(value)):  # type: ignore[arg-type]
@@ -160,33 +154,6 @@ def _dataset_key(ds: ImageDataset, order: Sequence[int]) -> dict[str, Any]:
     for i in order:
         h.update(ds.ident(i).encode("utf-8", "surrogateescape") + b"\n")
     return {"dataset": ds.name, "size": len(ds), "count": len(order), "idents": h.hexdigest()[:16]}
-
-
-def _broadcast(world: int, obj: Any) -> Any:
-    """Rank 0's `obj` on every rank (itself for one process)."""
-    if world == 1:
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _agree(world: int, error: str | None) -> None:
-    """Under torchrun, every rank raises the first error any rank met, so none waits for a
-    rank that gave up."""
-    if world == 1:
-        if error is not None:
-            raise UserInputError(error)
-        return
-    import torch.distributed as dist
-
-    got: list[Any] = [None] * world
-    dist.all_gather_object(got, error)
-    first = next((e for e in got if e is not None), None)
-    if first is not None:
-        raise UserInputError(first)
 
 
 @dataclass(frozen=True)
@@ -273,23 +240,23 @@ def build_atlas(
 
     Returns where the front page is, and how much this run computed and found done.
     """
-    steps = _check_int(steps, "steps", 1)
-    size = _check_int(size, "size", 16)
-    vis_batch = _check_int(vis_batch, "vis_batch", 1)
-    diverse = _check_int(diverse, "diverse", 0)
+    steps = check_whole(steps, "steps", 1)
+    size = check_whole(size, "size", 16)
+    vis_batch = check_whole(vis_batch, "vis_batch", 1)
+    diverse = check_whole(diverse, "diverse", 0)
     if diverse == 1:
         raise UserInputError("diverse must be 0 (no diverse images) or at least 2, got 1.")
     diversity_weight = _check_float(diversity_weight, "diversity_weight", positive=False)
-    k = _check_int(k, "k", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    k = check_whole(k, "k", 1)
+    batch_size = check_whole(batch_size, "batch_size", 1)
     if limit is not None:
-        limit = _check_int(limit, "limit", 1)
+        limit = check_whole(limit, "limit", 1)
     if map_method not in METHODS:
         raise UserInputError(f"map_method must be one of {', '.join(METHODS)}, not {map_method!r}.")
-    map_points = _check_int(map_points, "map_points", 2)
-    neighbors = _check_int(neighbors, "neighbors", 1)
+    map_points = check_whole(map_points, "map_points", 2)
+    neighbors = check_whole(neighbors, "neighbors", 1)
     perplexity = _check_float(perplexity, "perplexity", positive=True)
-    thumb = _check_int(thumb, "thumb", 8)
+    thumb = check_whole(thumb, "thumb", 8)
     if not layers:
         raise UserInputError("give at least one layer.")
     out = Path(out).expanduser()
@@ -433,7 +400,7 @@ class _Builder:
         }
         path = self.out / "data" / f"features-{slug(name)}-{digest(key)}.safetensors"
         self._tick(f"features of {name}")
-        if _broadcast(self.world, self.store.done("features", key)):
+        if broadcast_object(self.world, self.store.done("features", key)):
             ff = load_features(path)
             self._finished(None)
         else:
@@ -470,7 +437,7 @@ class _Builder:
         path = self.out / "data" / f"topk-{slug(layer.name)}-{d}.safetensors"
         self.top_keys[layer.dotted] = d
         self._tick(f"top {self.s['k']} of {layer.name}")
-        if _broadcast(self.world, self.store.done("topk", key)):
+        if broadcast_object(self.world, self.store.done("topk", key)):
             top = TopK.from_tensors(load_file(str(path)))
             self._finished(None)
         else:
@@ -656,7 +623,7 @@ class _Builder:
             if self.world == 1:
                 raise
             error = str(exc)
-        _agree(self.world, error)  # also: every rank is done before rank 0 writes the pages
+        agree(self.world, error)  # also: every rank is done before rank 0 writes the pages
         infos = self._layer_infos()
         index = out / "index.html"
         if self.rank == 0:

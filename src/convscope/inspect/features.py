@@ -45,6 +45,7 @@ from convscope.data.stream import (
 )
 from convscope.errors import UserInputError
 from convscope.events import Progress, ProgressCallback, no_progress
+from convscope.inspect.scan import agree, all_gather_objects, broadcast_object
 from convscope.models.base import ConvModel, WeightSource
 from convscope.probe import capture
 
@@ -496,34 +497,6 @@ def _check_shard(rank: int, world: int) -> None:
         )
 
 
-def _all_gather(world: int, obj: Any) -> list[Any]:
-    """Every rank's `obj` (small and picklable), in rank order."""
-    import torch.distributed as dist
-
-    got: list[Any] = [None] * world
-    dist.all_gather_object(got, obj)
-    return got
-
-
-def _broadcast(obj: Any) -> Any:
-    """Rank 0's `obj`, on every rank."""
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _agree(world: int, error: str | None) -> None:
-    """Under torchrun, raise on every rank the first error any rank met (so that no rank waits
-    for one that gave up, and all report the same sentence). Nothing happens for one process."""
-    if world == 1:
-        return
-    first = next((e for e in _all_gather(world, error) if e is not None), None)
-    if first is not None:
-        raise UserInputError(first)
-
-
 def _shard(order: Sequence[int], batch_size: int, rank: int, world: int) -> list[int]:
     """The images of `rank`: every `world`-th block of `batch_size` consecutive ones, so each
     image is computed in the same batch as in a single-process run."""
@@ -652,10 +625,10 @@ def extract_features(
     try:
         run = _FeatureRun.open(folder, config, resume=resume, out=out)
     except UserInputError as exc:
-        _agree(world, str(exc))
+        agree(world, str(exc))
         raise
     try:
-        _agree(world, None)
+        agree(world, None)
     except UserInputError:  # another rank cannot start: leave no new folder behind
         if fresh:
             run.remove()
@@ -724,7 +697,7 @@ def extract_features(
         raise
     finally:
         batches.close()
-    _agree(world, failed)
+    agree(world, failed)
     if world == 1:
         if run.rows == 0:
             run.remove()
@@ -778,7 +751,7 @@ def _finish_ranks(
         "shape": list(shape[0]) if shape else None,
         "problem": run.skipped[0][2] if run.skipped else None,
     }
-    infos = _all_gather(world, mine)
+    infos = all_gather_objects(world, mine)
     # Every rank reaches the same verdict from the same facts, so all raise alike.
     dims = sorted({int(i["dim"]) for i in infos if i["rows"]})
     shapes = sorted({tuple(i["shape"]) for i in infos if i["shape"] is not None})
@@ -803,7 +776,7 @@ def _finish_ranks(
             failure = exc
             text = " ".join(str(exc).split()) or type(exc).__name__
             message = f"rank 0 could not write {out}: {text.rstrip('.')}."
-    message = _broadcast(message)
+    message = broadcast_object(world, message)
     if failure is not None:
         raise failure
     if message is not None:

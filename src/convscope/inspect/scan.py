@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from safetensors import safe_open
@@ -32,7 +32,16 @@ from convscope.events import Progress, ProgressCallback, no_progress
 from convscope.models.base import ConvModel
 from convscope.probe import Probe
 
-__all__ = ["ScanConfig", "TopK", "distributed_context", "merge_topk", "scan_top_activations"]
+__all__ = [
+    "ScanConfig",
+    "TopK",
+    "agree",
+    "all_gather_objects",
+    "broadcast_object",
+    "distributed_context",
+    "merge_topk",
+    "scan_top_activations",
+]
 
 Precision = Literal["fp32", "bf16"]
 
@@ -172,6 +181,39 @@ def distributed_context() -> tuple[int, int]:
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size()
+
+
+def all_gather_objects(world: int, obj: Any) -> list[Any]:
+    """Every rank's `obj` (small and picklable), in rank order; `[obj]` for one process."""
+    if world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    got: list[Any] = [None] * world
+    dist.all_gather_object(got, obj)
+    return got
+
+
+def broadcast_object(world: int, obj: Any) -> Any:
+    """Rank 0's `obj` (small and picklable), on every rank; `obj` itself for one process."""
+    if world == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def agree(world: int, error: str | None) -> None:
+    """Under torchrun, raise on every rank the first error any rank met (so that no rank waits
+    for one that gave up, and all report the same sentence); it is also a barrier. Nothing
+    happens for one process (whose caller raises its own error)."""
+    if world == 1:
+        return
+    first = next((e for e in all_gather_objects(world, error) if e is not None), None)
+    if first is not None:
+        raise UserInputError(first)
 
 
 def _all_gather_topk(top: TopK, world: int) -> TopK:
