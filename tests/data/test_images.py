@@ -380,3 +380,13 @@ def test_save_image_formats(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="quality"):
         save_image(im, tmp_path / "q.jpg", quality=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.JPG", "o.png", "o.webp"]
+
+
+def test_png_bytes_are_the_bytes_save_png_writes(tmp_path: Path) -> None:
+    from convscope.data.images import png_bytes
+
+    img = torch.rand(3, 9, 13, generator=torch.Generator().manual_seed(1))
+    text = {"b": "2", "a": "1 · ünï"}
+    path = save_png(img, tmp_path / "x.png", text=text)
+    assert png_bytes(img, text=text) == path.read_bytes()
+    assert png_bytes(img) == save_png(img, tmp_path / "y.png").read_bytes()

@@ -394,3 +394,12 @@ def test_a_scan_of_the_servers_dataset_gives_a_channels_top_patches(tmp_path: Pa
 def test_a_scan_needs_a_dataset(client: TestClient) -> None:
     r = _job(client, {"kind": "scan", "model": "tiny", "layer": "relu1"})
     assert r.status_code == 400 and "--dataset" in r.json()["error"]
+
+
+def test_a_recipe_without_its_layer_says_so(client: TestClient) -> None:
+    image = _image(client)
+    for recipe in ("invert", "dream"):
+        body = {"kind": "synthesize", "recipe": recipe, "model": "tiny", "image": image}
+        r = _job(client, body)
+        assert r.status_code == 400
+        assert r.json()["error"] == f"{recipe} needs a layer, e.g. relu3_3 for vgg16."

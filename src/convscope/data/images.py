@@ -6,6 +6,7 @@ Every unusable input becomes a one-sentence `UserInputError` that names the file
 from __future__ import annotations
 
 import contextlib
+import io
 import struct
 import threading
 import zlib
@@ -28,6 +29,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "from_pil",
     "load_image",
+    "png_bytes",
     "png_text",
     "save_image",
     "save_png",
@@ -279,14 +281,27 @@ def save_png(
     into the file as PNG text chunks (key → value), in sorted key order, so the same image
     and text give the same bytes."""
     target = Path(path)
-    params: dict[str, Any] = {}
-    if text:
-        info = PngInfo()
-        for key in sorted(text):
-            info.add_itxt(key, text[key])
-        params["pnginfo"] = info
-    _save(_as_pil(image), target, "PNG", params)
+    _save(_as_pil(image), target, "PNG", _png_params(text))
     return target
+
+
+def _png_params(text: Mapping[str, str] | None) -> dict[str, Any]:
+    """Pillow's PNG options for `text` chunks, in sorted key order."""
+    if not text:
+        return {}
+    info = PngInfo()
+    for key in sorted(text):
+        info.add_itxt(key, text[key])
+    return {"pnginfo": info}
+
+
+def png_bytes(
+    image: Tensor | Image.Image | NDArray[np.generic], *, text: Mapping[str, str] | None = None
+) -> bytes:
+    """An image encoded as PNG in memory, with `text` chunks as `save_png` writes them."""
+    buf = io.BytesIO()
+    _as_pil(image).save(buf, format="PNG", **_png_params(text))
+    return buf.getvalue()
 
 
 def png_text(path: str | Path) -> dict[str, str]:

@@ -43,11 +43,11 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from convscope.data.images import DEFAULT_MAX_PIXELS
+from convscope.data.images import DEFAULT_MAX_PIXELS, png_bytes
 from convscope.errors import UnknownNameError, UserInputError
 from convscope.web import tasks
 from convscope.web.jobs import FINISHED, Job, JobContext, Lanes, QueueFull
-from convscope.web.store import Store, StoredImage, png_bytes
+from convscope.web.store import Store, StoredImage
 
 __all__ = [
     "DEFAULT_QUEUE_LIMIT",
@@ -94,10 +94,6 @@ class ServerConfig:
             raise UserInputError(f"the queue limit must be at least 1, got {self.queue_limit}.")
         if self.max_pixels is not None and self.max_pixels < 1:
             raise UserInputError(f"max_pixels must be at least 1, got {self.max_pixels}.")
-        if self.dataset is not None:
-            from convscope.data.datasets import load_dataset
-
-            load_dataset(self.dataset)  # one sentence now, not at the first scan
 
 
 # --- request bodies (every field checked; unknown fields and non-finite numbers refused) ---
@@ -157,20 +153,21 @@ class SynthesisParams(_Body):
     steps: Annotated[int, Field(ge=1, le=5000)] | None = None
     size: Annotated[int, Field(ge=16, le=1024)] | None = None
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    # Each knob left out keeps the recipe's own default.
     target: Name | int | None = None
     layer: Name | None = None
     channel: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
-    preset: Literal["lucid", "simonyan", "yosinski"] = "lucid"
-    eps: Annotated[float, Field(gt=0, le=64)] = 2.0  # in 1/255 units
-    untargeted: bool = False
-    octaves: Annotated[int, Field(ge=1, le=8)] = 4
-    style_weight: Annotated[float, Field(ge=0, le=1e6)] = 100.0
-    content_weight: Annotated[float, Field(ge=0, le=1e6)] = 5.0
+    preset: Name | None = None
+    eps: Annotated[float, Field(gt=0, le=64)] | None = None  # in 1/255 units
+    untargeted: bool | None = None
+    octaves: Annotated[int, Field(ge=1, le=8)] | None = None
+    style_weight: Annotated[float, Field(ge=0, le=1e6)] | None = None
+    content_weight: Annotated[float, Field(ge=0, le=1e6)] | None = None
 
 
 class SynthesisJob(_Body):
     kind: Literal["synthesize"]
-    recipe: Literal["visualize", "adversarial", "invert", "dream", "texture", "style"]
+    recipe: Name  # one of tasks.SYNTHESES, checked when the job is made
     model: Name
     image: Id | None = None
     style: Id | None = None
@@ -226,9 +223,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def _encode_preview(image: Any) -> bytes:
-    if isinstance(image, torch.Tensor):
-        x = image.detach().float().cpu()
-        image = (x[0] if x.dim() == 4 else x).clamp(0, 1)
+    """A preview ((B, 3, H, W) or (3, H, W) in [0, 1]; the first of a batch) as PNG."""
+    if isinstance(image, torch.Tensor) and image.dim() == 4:
+        image = image[0]
     return png_bytes(image)
 
 
@@ -247,6 +244,8 @@ def create_app(config: ServerConfig = ServerConfig()) -> FastAPI:
         stylenet=config.stylenet,
         dataset=config.dataset,
     )
+    if config.dataset is not None:
+        served.data()  # read now: a bad name is one sentence at start-up, not at the first scan
     lanes = Lanes(limit=config.queue_limit, encode_preview=_encode_preview)
 
     @contextlib.asynccontextmanager
@@ -451,6 +450,8 @@ def create_app(config: ServerConfig = ServerConfig()) -> FastAPI:
             )
         else:
             assert isinstance(body, SynthesisJob)
+            if body.recipe not in tasks.SYNTHESES:
+                raise UnknownNameError("recipe", body.recipe, tasks.SYNTHESES)
             kind = body.recipe
             run = functools.partial(
                 tasks.synthesize,

@@ -8,7 +8,6 @@ which must look like one of ours before any lookup.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import shutil
@@ -18,35 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 from torch import Tensor
 
-from convscope.data.images import load_image, save_png, to_pil
+from convscope.data.images import load_image, save_png
 from convscope.errors import UserInputError
 from convscope.web.jobs import new_id
 
-__all__ = ["ID_PATTERN", "MAX_SIDE", "Result", "Store", "StoredImage", "png_bytes"]
+__all__ = ["ID_PATTERN", "MAX_SIDE", "Result", "Store", "StoredImage"]
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
 """What `new_id` makes; anything else is refused before any lookup."""
 
 MAX_SIDE = 1024
 """Uploads are kept with their longer side at most this (the pages work on small images)."""
-
-
-def png_bytes(image: Tensor | Image.Image, text: dict[str, str] | None = None) -> bytes:
-    """An image (a (3, H, W) or (1, 3, H, W) tensor in [0, 1], or Pillow image) as PNG."""
-    if isinstance(image, Tensor):
-        image = to_pil(image[0] if image.dim() == 4 else image)
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    for k, v in (text or {}).items():
-        info.add_text(k, v)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=info)
-    return buf.getvalue()
 
 
 @dataclass(frozen=True)
@@ -65,15 +49,15 @@ class Result:
 
 
 def _shrink(image: Tensor) -> Tensor:
+    """(3, H, W) with its longer side at most `MAX_SIDE`."""
+    from convscope.synthesize.octaves import resize
+
     h, w = int(image.shape[-2]), int(image.shape[-1])
     if max(h, w) <= MAX_SIDE:
         return image
     scale = MAX_SIDE / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    out = torch.nn.functional.interpolate(
-        image[None], size=size, mode="bilinear", antialias=True, align_corners=False
-    )
-    return out[0].clamp(0, 1)
+    return resize(image[None], size)[0].clamp(0, 1)
 
 
 class Store:
@@ -119,8 +103,6 @@ class Store:
         path = self.root / f"result-{result_id}.png"
         meta = dict(meta or {})
         text = {"convscope": json.dumps(meta, sort_keys=True, default=str)} if meta else None
-        if isinstance(image, Tensor):
-            image = image[0] if image.dim() == 4 else image
         save_png(image, path, text=text)
         result = Result(result_id, path, f"{name}.png", meta)
         with self._lock:

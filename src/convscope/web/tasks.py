@@ -21,12 +21,14 @@ from convscope.web.store import Store, StoredImage
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from convscope.data.datasets import ImageDataset
     from convscope.inspect.scan import TopK
     from convscope.models import ConvModel
     from convscope.stylenet import NetInfo, TransformerNet
 
 __all__ = [
     "SHOWN_CHANNELS",
+    "SYNTHESES",
     "Served",
     "activations",
     "attribute",
@@ -55,6 +57,7 @@ class Served:
     dataset: str | None = None
     _loaded: dict[str, ConvModel] = field(default_factory=dict)
     _net: tuple[TransformerNet, NetInfo] | None = None
+    _data: ImageDataset | None = None
     _scans: dict[tuple[str, str], TopK] = field(default_factory=dict)
     _layers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -81,6 +84,17 @@ class Served:
 
                 self._net = open_net(self.stylenet, device=self.device)
             return self._net
+
+    def data(self) -> ImageDataset:
+        """The server's dataset (read once), or one sentence when it was started without."""
+        if self.dataset is None:
+            raise UserInputError("this server has no dataset; start it with --dataset NAME.")
+        with self._lock:
+            if self._data is None:
+                from convscope.data.datasets import load_dataset
+
+                self._data = load_dataset(self.dataset)
+            return self._data
 
     def layers(self, name: str) -> list[dict[str, Any]]:
         """The model's layers with spatial maps (`convscope layers`' rows), in network order:
@@ -139,15 +153,23 @@ def _result(
 
 
 def predict(ctx: JobContext, served: Served, *, model: str, image: StoredImage) -> dict[str, Any]:
-    """The top-5 classes, and the model's layers for the layer menu."""
+    """The top-5 classes (none for a model without class names)."""
     cm = served.model(model)
     with torch.inference_mode():
         (preds,) = cm.classify(image.image, top=5) if cm.classes else ([],)
-    seen = cm.preprocess.geometry(image.image)
-    return {
-        "predictions": [{"index": p.index, "name": p.name, "prob": p.prob} for p in preds],
-        "seen": served.store.add_result(seen, name="seen").id,
-    }
+    return {"predictions": [{"index": p.index, "name": p.name, "prob": p.prob} for p in preds]}
+
+
+def _maps(cm: ConvModel, image: StoredImage, layer: str) -> tuple[str, Tensor]:
+    """The layer's dotted name and its (C, h, w) maps on the image (one sentence for a layer
+    without spatial maps)."""
+    from convscope.inspect.activations import activation_maps
+
+    name = cm.resolve(layer)
+    act = activation_maps(cm, image.image, name)  # (C, h, w)
+    if act.dim() != 3:
+        raise UserInputError(f"layer {layer} has no spatial maps (output {tuple(act.shape)}).")
+    return name, act
 
 
 def activations(
@@ -157,7 +179,6 @@ def activations(
     that the page can tell which channel a click falls on; and the CLI's labelled grid."""
     from convscope.inspect.activations import (
         activation_grid,
-        activation_maps,
         channel_tiles,
         scaling_caption,
         strongest_channels,
@@ -165,10 +186,7 @@ def activations(
     from convscope.render.grids import image_grid
 
     cm = served.model(model)
-    name = cm.resolve(layer)
-    act = activation_maps(cm, image.image, name)  # (C, h, w)
-    if act.dim() != 3:
-        raise UserInputError(f"layer {layer} has no spatial maps (output {tuple(act.shape)}).")
+    name, act = _maps(cm, image, layer)
     c, h, w = (int(s) for s in act.shape)
     shown = list(range(min(c, SHOWN_CHANNELS)))
     ncol = min(32, max(1, round(len(shown) ** 0.5 * 1.6)))
@@ -198,13 +216,10 @@ def channel(
     ctx: JobContext, served: Served, *, model: str, image: StoredImage, layer: str, channel: int
 ) -> dict[str, Any]:
     """One channel over the image, and its top dataset patches when a scan exists."""
-    from convscope.inspect.activations import activation_maps, activation_overlay
+    from convscope.inspect.activations import activation_overlay
 
     cm = served.model(model)
-    name = cm.resolve(layer)
-    act = activation_maps(cm, image.image, name)  # (C, h, w)
-    if act.dim() != 3:
-        raise UserInputError(f"layer {layer} has no spatial maps (output {tuple(act.shape)}).")
+    name, act = _maps(cm, image, layer)
     if not 0 <= channel < act.shape[0]:
         raise UserInputError(
             f"channel {channel} is out of range 0..{act.shape[0] - 1} for layer {layer}."
@@ -226,13 +241,10 @@ def channel(
         "patches": None,
     }
     top = served.scan_of(model, name)
-    if top is not None and served.dataset is not None:
-        from convscope.data.datasets import load_dataset
+    if top is not None:
         from convscope.inspect.patches import top_patches_figure
 
-        fig = top_patches_figure(
-            cm, load_dataset(served.dataset), name, top, [channel], guided=True
-        )
+        fig = top_patches_figure(cm, served.data(), name, top, [channel], guided=True)
         out["patches"] = _result(
             served,
             fig,
@@ -246,14 +258,11 @@ def channel(
 
 def scan(ctx: JobContext, served: Served, *, model: str, layer: str, k: int = 6) -> dict[str, Any]:
     """The streaming top-k scan of the server's dataset at `layer` (kept while it runs)."""
-    from convscope.data.datasets import load_dataset
     from convscope.inspect.scan import scan_top_activations
 
-    if served.dataset is None:
-        raise UserInputError("this server has no dataset; start it with --dataset NAME.")
+    data = served.data()
     cm = served.model(model)
     name = cm.resolve(layer)
-    data = load_dataset(served.dataset)
     top = scan_top_activations(cm, data, name, k=min(k, len(data)), on_progress=ctx.on_progress)
     served.keep_scan(model, name, top)
     return {"layer": layer, "images": top.seen}
@@ -335,6 +344,11 @@ def attribute(
     }
 
 
+def _knobs(params: dict[str, Any], *names: str) -> dict[str, Any]:
+    """The knobs among `names` that the request set; the others keep the library's defaults."""
+    return {k: params[k] for k in names if params.get(k) is not None}
+
+
 def synthesize(
     ctx: JobContext,
     served: Served,
@@ -345,114 +359,64 @@ def synthesize(
     style: StoredImage | None,
     params: dict[str, Any],
 ) -> dict[str, Any]:
-    """One of the synthesis recipes with its main knobs (`params`, already checked by the
-    app's schema), previews streamed through the progress events where the recipe has them."""
+    """One of the synthesis recipes with the knobs the request set (`params`, checked by the
+    app's schema; the rest are the recipe's own defaults), previews streamed through the
+    progress events."""
     from convscope.synthesize.recipes import adversarial, dream, invert, texture, visualize
     from convscope.synthesize.recipes import style as style_recipe
 
     cm = served.model(model)
-    p = dict(params)
-    seed = int(p.get("seed", 0))
-    preview_every = max(1, int(p.get("steps", 10)) // 20)
-    on = ctx.on_progress
+    p = {k: v for k, v in params.items() if v is not None}
+    common: dict[str, Any] = {
+        "seed": int(p.get("seed", 0)),
+        "preview_every": max(1, int(p.get("steps", 100)) // 20),
+        "on_progress": ctx.on_progress,
+    }
 
     def need(img: StoredImage | None, what: str) -> Tensor:
         if img is None:
             raise UserInputError(f"{kind} needs {what}; upload or pick one.")
         return img.image
 
+    def layer() -> str:
+        if "layer" not in p:
+            raise UserInputError(f"{kind} needs a layer, e.g. relu3_3 for vgg16.")
+        return str(p["layer"])
+
     extra: dict[str, Any] = {}
+    picture: Any
     if kind == "visualize":
-        res = visualize.visualize(
-            cm,
-            target=p.get("target"),
-            layer=p.get("layer"),
-            channel=p.get("channel"),
-            preset=p.get("preset", "lucid"),
-            steps=p.get("steps"),
-            size=p.get("size"),
-            seed=seed,
-            preview_every=preview_every,
-            on_progress=on,
-        )
-        picture: Any = res.images[0]
+        knobs = _knobs(p, "target", "layer", "channel", "preset", "steps", "size")
+        res = visualize.visualize(cm, **knobs, **common)
+        picture = res.images[0]
         extra = {"objective": res.objective}
     elif kind == "adversarial":
-        content = need(image, "an image")
-        adv = adversarial.adversarial(
-            cm,
-            content,
-            target=p.get("target"),
-            eps=float(p.get("eps", 2.0)) / 255,
-            steps=int(p.get("steps", 100)),
-            untargeted=bool(p.get("untargeted", False)),
-            seed=seed,
-            preview_every=preview_every,
-            on_progress=on,
-        )
+        knobs = _knobs(p, "target", "steps", "untargeted")
+        if "eps" in p:
+            knobs["eps"] = float(p["eps"]) / 255  # the page gives 8-bit levels
+        adv = adversarial.adversarial(cm, need(image, "an image"), **knobs, **common)
         ctx.set_preview(adv.image)
         picture = adversarial.adversarial_panel(adv)
         extra = {"success": adv.success, "linf": adv.linf, "steps": adv.steps}
     elif kind == "invert":
-        content = need(image, "an image")
-        inv = invert.invert(
-            cm,
-            content,
-            [p["layer"]],
-            size=p.get("size"),
-            steps=int(p.get("steps", 200)),
-            seed=seed,
-            preview_every=preview_every,
-            on_progress=on,
-        )
+        knobs = _knobs(p, "size", "steps")
+        inv = invert.invert(cm, need(image, "an image"), [layer()], **knobs, **common)
         picture = invert.inversion_panel(inv)
     elif kind == "dream":
-        content = need(image, "an image")
-        dr = dream.dream(
-            cm,
-            content,
-            p["layer"],
-            octaves=int(p.get("octaves", 4)),
-            steps=int(p.get("steps", 10)),
-            size=p.get("size"),
-            seed=seed,
-            preview_every=preview_every,
-            on_progress=on,
-        )
-        picture = dr.image
+        knobs = _knobs(p, "octaves", "steps", "size")
+        picture = dream.dream(cm, need(image, "an image"), layer(), **knobs, **common).image
     elif kind == "texture":
+        knobs = _knobs(p, "size", "steps")
         exemplar = need(style or image, "a texture image")
-        tx = texture.texture(
-            cm,
-            exemplar,
-            size=int(p.get("size", 256)),
-            steps=int(p.get("steps", 300)),
-            seed=seed,
-            preview_every=preview_every,
-            on_progress=on,
-        )
-        picture = tx.image
+        picture = texture.texture(cm, exemplar, **knobs, **common).image
     elif kind == "style":
-        content = need(image, "a content image")
-        painting = need(style, "a style image")
-        st = style_recipe.style_transfer(
-            cm,
-            content,
-            [painting],
-            size=int(p.get("size", 256)),
-            steps=int(p.get("steps", 100)),
-            style_weight=float(p.get("style_weight", 100.0)),
-            content_weight=float(p.get("content_weight", 5.0)),
-            seed=seed,
-            preview_every=preview_every,
-            on_progress=on,
-        )
-        picture = st.image
+        knobs = _knobs(p, "size", "steps", "style_weight", "content_weight")
+        content, painting = need(image, "a content image"), need(style, "a style image")
+        picture = style_recipe.style_transfer(cm, content, [painting], **knobs, **common).image
     else:
         raise UnknownNameError("synthesis", kind, SYNTHESES)
-    if isinstance(picture, torch.Tensor) and picture.dim() == 4:
-        picture = picture[0]
     if isinstance(picture, torch.Tensor):
+        picture = picture[0] if picture.dim() == 4 else picture
         ctx.set_preview(picture)
     labels = {
         "image": None if image is None else image.label,
